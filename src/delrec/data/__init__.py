@@ -1,0 +1,6 @@
+"""Data layer: catalog, sequences, readers, protocols, candidate files, synthetic world."""
+
+from delrec.data.catalog import Catalog, clean_title
+from delrec.data.sequences import Dataset, build_dataset
+
+__all__ = ["Catalog", "clean_title", "Dataset", "build_dataset"]

@@ -1,0 +1,35 @@
+"""Dataset name -> reader, domain and default format; `load_dataset` is the one entry point."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from delrec import DelrecError
+from delrec.config import DataConfig
+from delrec.data.sequences import Dataset
+from delrec.data.synthetic import make_world
+
+DOMAINS = {"synthetic": "movie", "ml-100k": "movie", "ml-1m": "movie", "steam": "game", "beauty": "beauty",
+           "home-kitchen": "home", "csv": "movie"}
+
+
+def resolve_data_dir(cfg: DataConfig) -> Path:
+    if cfg.data_dir:
+        return Path(cfg.data_dir).expanduser()
+    root = os.environ.get("DELREC_DATA")
+    if not root:
+        raise DelrecError(f"data.data_dir is empty and DELREC_DATA is not set: say where the {cfg.dataset} "
+                          "files are with --data-dir DIR")
+    return Path(root).expanduser() / cfg.dataset
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    domain = cfg.domain or DOMAINS.get(cfg.dataset, "movie")
+    if cfg.dataset == "synthetic":
+        return make_world(cfg.synthetic_users, cfg.synthetic_items, seed=cfg.seed, domain=domain)
+    from delrec.data.formats import read_dataset  # readers import lazily: most runs need one
+
+    ds = read_dataset(cfg, resolve_data_dir(cfg))
+    ds.domain = domain
+    return ds

@@ -1,0 +1,91 @@
+"""HR@k / NDCG@k over candidate scores (ties pessimistic), bootstrap intervals, and metrics.json rows."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from delrec.io import atomic_write_text
+
+DEFAULT_KS = (1, 5)
+
+
+def ranks_from_scores(scores, target_index) -> np.ndarray:
+    """1-based rank of each target among its row's candidates; an equal score counts as ranked above."""
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(target_index, dtype=np.int64)
+    if s.ndim != 2 or t.shape != (s.shape[0],):
+        raise ValueError(f"scores must be [N, C] and targets [N]; got {s.shape} and {t.shape}")
+    target_scores = s[np.arange(len(t)), t][:, None]
+    nan = np.isnan(s)
+    better_or_tied = (s >= target_scores) | nan
+    better_or_tied[np.arange(len(t)), t] = False
+    return 1 + better_or_tied.sum(axis=1)
+
+
+def per_example(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
+    ranks = np.asarray(ranks)
+    out = {}
+    for k in ks:
+        hit = (ranks <= k).astype(np.float64)
+        out[f"hr@{k}"] = hit
+        if k > 1:
+            out[f"ndcg@{k}"] = hit / np.log2(ranks + 1.0)
+    return out
+
+
+def summarize(ranks, ks=DEFAULT_KS, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Means over all examples plus a percentile-bootstrap 95% interval for each metric."""
+    values = per_example(ranks, ks)
+    n = len(np.asarray(ranks))
+    row: dict = {name: float(v.mean()) if n else float("nan") for name, v in values.items()}
+    row["n"] = int(n)
+    if n and n_boot:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n, size=(n_boot, n))
+        row["ci95"] = {name: [float(np.percentile(v[idx].mean(1), 2.5)), float(np.percentile(v[idx].mean(1), 97.5))]
+                       for name, v in values.items()}
+    return row
+
+
+def ndcg_hr_full(ranks, k: int = 10) -> dict:
+    ranks = np.asarray(ranks)
+    hit = ranks <= k
+    return {f"full/hr@{k}": float(hit.mean()), f"full/ndcg@{k}": float((hit / np.log2(ranks + 1.0)).mean())}
+
+
+class MetricsFile:
+    """The shared metrics.json: {dataset, protocol, candidates, rows: {method: {hr@1, hr@5, ndcg@5, n, ci95}}}."""
+
+    def __init__(self, path: str | os.PathLike, *, dataset: str = "", protocol: str = "", candidates: int = 20):
+        self.path = Path(path)
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+        else:
+            self.data = {"dataset": dataset, "protocol": protocol, "candidates": candidates, "rows": {}}
+
+    @property
+    def rows(self) -> dict:
+        return self.data["rows"]
+
+    def add(self, method: str, row: dict) -> None:
+        self.data["rows"][method] = row
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
+
+
+def format_table(rows: dict, keys=("hr@1", "hr@5", "ndcg@5")) -> str:
+    """A markdown table of rows; a missing metric shows as a dash."""
+    extra = sorted({k for r in rows.values() for k in r if k.startswith("full/")})
+    cols = list(keys) + extra
+    lines = ["| method | " + " | ".join(cols) + " | n |", "|---" * (len(cols) + 2) + "|"]
+    for name, r in rows.items():
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), (int, float)) and not math.isnan(r[c]) else "-" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r.get('n', '-')} |")
+    return "\n".join(lines)
