@@ -57,7 +57,7 @@ def cmd_stage(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from delrec.pipeline import evaluate_command
+    from delrec.recommend import evaluate_command
 
     evaluate_command(args.run, args.candidates, out=args.out)
     return 0

@@ -1,0 +1,40 @@
+"""Score prompt examples with an LM (sharded across processes) and turn scores into metric rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from delrec.metrics import ranks_from_scores, summarize
+from delrec.stages import dist
+
+
+@torch.no_grad()
+def score_examples(scorer, examples, soft_prompt=None, *, batch_size: int = 8, desc: str = "scoring"
+                   ) -> np.ndarray:
+    """[N, C] candidate scores; each process scores every world-th example, results are gathered."""
+    rank, world = dist.world()
+    mine = list(range(rank, len(examples), world))
+    rows: list = []
+    for start in tqdm(range(0, len(mine), batch_size), desc=desc, disable=not dist.is_main() or len(mine) < 50,
+                      leave=False):
+        batch = [examples[i] for i in mine[start:start + batch_size]]
+        s = scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+        rows.extend(s.float().cpu().numpy())
+    rows = dist.gather_rows(rows, len(examples))
+    return np.stack(rows) if rows else np.zeros((0, 0))
+
+
+def metric_row(scores: np.ndarray, labels, *, n_boot: int = 1000) -> dict:
+    return summarize(ranks_from_scores(scores, labels), n_boot=n_boot)
+
+
+def accuracy(scores: np.ndarray, labels) -> float:
+    return float((ranks_from_scores(scores, labels) == 1).mean()) if len(labels) else 0.0
+
+
+def ndcg5(scores: np.ndarray, labels) -> float:
+    r = ranks_from_scores(scores, labels)
+    return float(((r <= 5) / np.log2(r + 1.0)).mean()) if len(labels) else 0.0
+

@@ -1,0 +1,244 @@
+"""`delrec run`: data -> candidates -> teachers -> stage 1 -> stage 2 -> evaluation -> report.
+
+Every stage is cached in the run directory under a hash of its inputs, so changing only stage-2 settings
+reuses the teachers and the stage-1 soft prompts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from delrec import DelrecError
+from delrec.config import RunConfig
+from delrec.data.candidates import CandidateSet, make_candidates, read_candidates, write_candidates
+from delrec.data.registry import load_dataset
+from delrec.data.split import Split, make_split
+from delrec.evaluate import metric_row, score_examples
+from delrec.metrics import MetricsFile, format_table
+from delrec.prompts.examples import PromptBuilder, build_stage1
+from delrec.runs import RunDir, digest, fresh, is_done, mark_done
+from delrec.stages import dist
+from delrec.stages.loop import JsonlLog
+
+ABLATIONS = {"delrec": ("ta", "rps"), "delrec-no-ta": ("rps",), "delrec-no-rps": ("ta",)}
+
+
+@dataclass
+class Context:
+    cfg: RunConfig
+    run: RunDir
+    dataset: object
+    split: Split
+    cands: dict[str, list[CandidateSet]]
+    log: JsonlLog
+
+
+def prepare(cfg: RunConfig) -> Context:
+    run = RunDir(cfg.out)
+    run.root.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():
+        cfg.save(run.path("config.yaml"))
+    dataset = load_dataset(cfg.data)
+    split = make_split(dataset, cfg.data.protocol, seed=cfg.data.seed, max_train_examples=cfg.data.max_train_examples,
+                       train_examples_per_user=cfg.data.train_examples_per_user)
+    if cfg.data.max_eval_examples:
+        rng = random.Random(cfg.data.seed + 7)
+        for name in ("valid", "test"):
+            rows = getattr(split, name)
+            if len(rows) > cfg.data.max_eval_examples:
+                setattr(split, name, sorted(rng.sample(rows, cfg.data.max_eval_examples), key=lambda e: e.user))
+    cands = {name: candidate_file(cfg, run, dataset, split, name) for name in ("train", "valid", "test")}
+    return Context(cfg, run, dataset, split, cands, JsonlLog(run.log_path))
+
+
+def candidate_file(cfg: RunConfig, run: RunDir, dataset, split: Split, name: str) -> list[CandidateSet]:
+    """Written once per split and data config; every model is scored on the same file."""
+    path = run.path("candidates", f"{name}-{run.data_key(cfg)}.jsonl")
+    if not path.exists() and dist.is_main():
+        seed = cfg.data.seed + {"train": 0, "valid": 1, "test": 2}[name]
+        sets = make_candidates(dataset, getattr(split, name), n_candidates=cfg.data.n_candidates, seed=seed)
+        write_candidates(path, dataset, sets, seed=seed, protocol=cfg.data.protocol, split=name)
+    dist.barrier()
+    return read_candidates(path, dataset)
+
+
+def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
+    from delrec.teachers.train import Teacher, evaluate_teacher, popularity_row, train_teacher
+
+    cfg, teachers = ctx.cfg, {}
+    metrics.add("popularity", popularity_row(ctx.dataset, ctx.split, ctx.cands["test"]))
+    for model in cfg.teacher.models:
+        folder, key = ctx.run.teacher_dir(cfg, model), ctx.run.teacher_key(cfg, model)
+        if not is_done(folder, key):
+            if dist.is_main():
+                train_teacher(model, cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, out_dir=fresh(folder, False))
+            mark_done(folder, {"model": model}, key)
+        teacher = Teacher.load(folder)
+        teachers[model] = teacher
+        metrics.add(model, evaluate_teacher(teacher, ctx.split, ctx.cands["test"]))
+    return teachers
+
+
+def builder_for(ctx: Context, letters: bool) -> PromptBuilder:
+    return PromptBuilder(ctx.dataset.catalog, ctx.dataset.domain, ctx.cfg.teacher.models[0],
+                         ctx.cfg.data.max_history, ctx.cfg.data.n_candidates, letters)
+
+
+def new_lm(cfg: RunConfig):
+    from delrec.lm.backbone import load_backbone
+    from delrec.lm.scoring import CandidateScorer
+
+    backbone = load_backbone(cfg.lm)
+    return CandidateScorer(backbone, cfg.lm.scorer, length_norm=cfg.lm.length_norm,
+                           max_title_tokens=cfg.lm.max_title_tokens, max_prompt_tokens=cfg.lm.max_prompt_tokens,
+                           autocast_bf16=cfg.lm.autocast_bf16)
+
+
+def stage1(ctx: Context, teacher, variant: str, resume: bool):
+    """The soft prompt of `variant` (cached); returns (soft prompt path, stage-1 key)."""
+    from delrec.lm.soft_prompt import SoftPrompt
+    from delrec.stages.distill import Stage1Data, distill
+
+    cfg = ctx.cfg
+    folder, key = ctx.run.stage1_dir(cfg, variant), ctx.run.stage1_key(cfg, variant)
+    if is_done(folder, key):
+        return folder / "soft_prompt.safetensors", key
+    folder = fresh(folder, resume)
+    builder = builder_for(ctx, cfg.lm.scorer == "index-letter")
+    k = cfg.teacher.topk
+    train_h = [e.history for e in ctx.split.train]
+    valid_h = [e.history for e in ctx.split.valid[:cfg.stage1.max_eval_examples]]
+    ta_tr, rps_tr = build_stage1(builder, train_h, teacher.topk(train_h, k), seed=cfg.seed)
+    ta_va, rps_va = build_stage1(builder, valid_h, teacher.topk(valid_h, k), seed=cfg.seed + 1)
+    scorer = new_lm(cfg)
+    soft = SoftPrompt.create(cfg.lm.n_soft, scorer.backbone, init=cfg.lm.soft_init, seed=cfg.seed)
+    result = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg.stage1, folder, seed=cfg.seed,
+                     tasks=ABLATIONS[variant], resume=resume, log=ctx.log, eval_batch_size=cfg.eval.batch_size,
+                     name=f"stage1/{variant}")
+    if not result["finished"]:
+        raise DelrecError(f"stage 1 ({variant}) stopped before finishing; rerun with --resume")
+    mark_done(folder, result, key)
+    return folder / "soft_prompt.safetensors", key
+
+
+def lsr_for(ctx: Context, sets: list[CandidateSet], soft: bool, hint_teacher=None) -> list:
+    """LSR prompts for candidate sets; with a teacher, its top-k titles go into the prompt (delrec+hint)."""
+    builder = builder_for(ctx, ctx.cfg.lm.scorer == "index-letter")
+    hints = hint_teacher.topk([c.history for c in sets], ctx.cfg.teacher.topk) if hint_teacher else [None] * len(sets)
+    return [builder.lsr(c, soft=soft, hint=h) for c, h in zip(sets, hints)]
+
+
+def evaluate_lm(ctx: Context, scorer, soft, method: str, examples_fn) -> dict:
+    """Test row for an LM method; with eval.order_robust also scores the reversed candidate order."""
+    cfg = ctx.cfg
+    examples = examples_fn(ctx.cands["test"])
+    scores = score_examples(scorer, examples, soft, batch_size=cfg.eval.batch_size, desc=f"test {method}")
+    if cfg.eval.order_robust:
+        rev_sets = [CandidateSet(c.user, c.history, c.candidates[::-1], c.target) for c in ctx.cands["test"]]
+        rev = score_examples(scorer, examples_fn(rev_sets), soft, batch_size=cfg.eval.batch_size)
+        scores = 0.5 * (scores + rev[:, ::-1])
+    return metric_row(scores, [e.label for e in examples], n_boot=cfg.eval.bootstrap) | {"scores": scores}
+
+
+def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | None, resume: bool,
+           teachers=None) -> dict:
+    from delrec.lm.soft_prompt import SoftPrompt
+    from delrec.stages.finetune import add_adalora, finetune
+
+    cfg = ctx.cfg
+    folder = ctx.run.stage2_dir(cfg, method, stage1_key)
+    key = digest(folder.name)
+    done = is_done(folder, key)
+    if done:
+        return done["test"]
+    folder = fresh(folder, resume)
+    use_soft = soft_path is not None
+    hint = teachers[cfg.teacher.models[0]] if method.endswith("+hint") else None
+    train = lsr_for(ctx, ctx.cands["train"], use_soft, hint)
+    valid = lsr_for(ctx, ctx.cands["valid"], use_soft, hint)
+    scorer = new_lm(cfg)
+    soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
+    add_adalora(scorer.backbone, cfg.stage2)
+    result = finetune(scorer, soft, train, valid, cfg.stage2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
+                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}")
+    if not result["finished"]:
+        raise DelrecError(f"stage 2 ({method}) stopped before finishing; rerun with --resume")
+    row = evaluate_lm(ctx, scorer, soft, method, lambda sets: lsr_for(ctx, sets, use_soft, hint))
+    save_scores(folder, row.pop("scores"))
+    mark_done(folder, result | {"test": row, "soft_prompt": str(soft_path) if soft_path else None}, key)
+    return row
+
+
+def save_scores(folder: Path, scores: np.ndarray) -> None:
+    from delrec.io import atomic_path
+
+    if dist.is_main():
+        with atomic_path(Path(folder) / "test_scores.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, scores, allow_pickle=False)
+
+
+def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate") -> dict:
+    from delrec.report import write_report
+
+    ctx = prepare(cfg)
+    metrics = MetricsFile(ctx.run.path("metrics.json"), dataset=ctx.dataset.name, protocol=cfg.data.protocol,
+                          candidates=cfg.data.n_candidates)
+    methods = list(cfg.eval.methods) + (["delrec-no-ta", "delrec-no-rps"] if cfg.eval.ablations else [])
+    teachers = train_teachers(ctx, metrics)
+    teacher = teachers[cfg.teacher.models[0]]
+    if until == "teach":
+        return metrics.rows
+    if "lm-zero-shot" in methods and until == "evaluate":
+        row = evaluate_lm(ctx, new_lm(cfg), None, "lm-zero-shot", lambda sets: lsr_for(ctx, sets, False))
+        row.pop("scores")
+        metrics.add("lm-zero-shot", row)
+    for method in methods:
+        variant = method.replace("+hint", "")
+        if variant in ABLATIONS:
+            soft_path, key = stage1(ctx, teacher, variant, resume)
+            if until == "distill":
+                continue
+            metrics.add(method, stage2(ctx, method, soft_path, key, resume))
+        elif method == "lsr-only" and until != "distill":
+            metrics.add(method, stage2(ctx, method, None, None, resume))
+    if cfg.eval.teacher_hint and until == "evaluate":
+        soft_path, key = stage1(ctx, teacher, "delrec", resume)
+        metrics.add("delrec+hint", stage2(ctx, "delrec+hint", soft_path, key, resume, teachers))
+    if dist.is_main():
+        write_report(ctx.run.root, metrics)
+        print(format_table(metrics.rows))
+    return metrics.rows
+
+
+def distill_command(cfg: RunConfig, resume: bool = False) -> dict:
+    return run_command(cfg, resume=resume, until="distill")
+
+
+def finetune_command(cfg: RunConfig, resume: bool = False) -> dict:
+    return run_command(cfg, resume=resume, until="finetune")
+
+
+def show_prompt(cfg: RunConfig, task: str = "lsr", index: int = 0) -> str:
+    """A rendered prompt of the configured dataset, the soft-prompt slot marked (`delrec prompt`)."""
+    from delrec.prompts.templates import mark_soft
+
+    dataset = load_dataset(cfg.data)
+    split = make_split(dataset, cfg.data.protocol, seed=cfg.data.seed, max_train_examples=index + 1)
+    ex = split.test[index % len(split.test)]
+    cs = make_candidates(dataset, [ex], n_candidates=cfg.data.n_candidates, seed=cfg.data.seed)[0]
+    builder = PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
+                            cfg.data.n_candidates, cfg.lm.scorer == "index-letter")
+    # Stage-1 prompts need the teacher's top-k; for display, the history's own later items stand in for it.
+    stand_in = list(cs.candidates[: cfg.teacher.topk])
+    rng = random.Random(0)
+    example = {"lsr": lambda: builder.lsr(cs), "ta": lambda: builder.ta(ex.history, stand_in[0], rng),
+               "rps": lambda: builder.rps(ex.history, stand_in, rng)}[task]()
+    if example is None:
+        raise DelrecError(f"history of example {index} is too short for task {task}")
+    answer = example.candidates[example.label]
+    return f"{mark_soft(example.prompt)}\n\n[answer: {answer}]  [{len(example.candidates)} candidates]"

@@ -1,0 +1,99 @@
+"""Use a trained run: rank candidates for a history (Python API + `delrec recommend`) and score any candidate
+file (`delrec evaluate`)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from delrec import DelrecError
+from delrec.config import load_config
+from delrec.data.candidates import CandidateSet, read_candidates, sample_negatives
+from delrec.data.registry import load_dataset
+from delrec.evaluate import metric_row, score_examples
+from delrec.metrics import MetricsFile, format_table
+from delrec.prompts.examples import PromptBuilder
+
+
+def trained_methods(run_dir: Path) -> dict[str, Path]:
+    """method name -> its finished stage-2 folder."""
+    out = {}
+    for folder in sorted(Path(run_dir, "stage2").glob("*/done.json")):
+        out[folder.parent.name.rsplit("-", 1)[0]] = folder.parent
+    return out
+
+
+class Recommender:
+    def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str):
+        self.cfg, self.dataset, self.scorer, self.soft, self.builder, self.method = (
+            cfg, dataset, scorer, soft, builder, method)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, method: str = "delrec") -> "Recommender":
+        from peft import PeftModel
+
+        from delrec.lm.soft_prompt import SoftPrompt
+        from delrec.pipeline import new_lm
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").exists():
+            raise DelrecError(f"{run_dir}: not a delrec run directory (no config.yaml)")
+        cfg = load_config(str(run_dir / "config.yaml"))
+        methods = trained_methods(run_dir)
+        if method not in methods:
+            raise DelrecError(f"{run_dir}: method {method!r} has not been trained; trained: {sorted(methods) or 'none'}")
+        folder = methods[method]
+        done = json.loads((folder / "done.json").read_text())
+        scorer = new_lm(cfg)
+        scorer.backbone.model = PeftModel.from_pretrained(scorer.backbone.model, str(folder / "adapter")).eval()
+        soft = SoftPrompt.load(done["soft_prompt"]).to(scorer.backbone.device) if done.get("soft_prompt") else None
+        dataset = load_dataset(cfg.data)
+        builder = PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
+                                cfg.data.n_candidates, cfg.lm.scorer == "index-letter")
+        return cls(cfg, dataset, scorer, soft, builder, method)
+
+    def _example(self, cs: CandidateSet):
+        return self.builder.lsr(cs, soft=self.soft is not None)
+
+    def recommend(self, history: list[str], candidates: list[str] | None = None, *, top: int = 10, seed: int = 0):
+        """[(title, raw id, score)] best first. Without candidates, n_candidates - 1 random unseen items plus
+        nothing else are ranked (the LM ranks a candidate list, never the whole catalogue)."""
+        cat = self.dataset.catalog
+        missing = [x for x in [*history, *(candidates or [])] if x not in cat]
+        if missing:
+            raise DelrecError(f"unknown item id(s): {', '.join(missing[:5])}")
+        hist = tuple(cat.dense(x) for x in history)
+        if candidates:
+            cands = tuple(cat.dense(x) for x in candidates)
+        else:
+            cands = tuple(sample_negatives(random.Random(seed), len(cat), set(hist), self.cfg.data.n_candidates))
+        cs = CandidateSet(-1, hist, cands, cands[0])
+        scores = score_examples(self.scorer, [self._example(cs)], self.soft)[0]
+        order = sorted(range(len(cands)), key=lambda i: -scores[i])[:top]
+        return [(cat.titles[cands[i]], cat.raw_ids[cands[i]], float(scores[i])) for i in order]
+
+    def evaluate(self, sets: list[CandidateSet]) -> dict:
+        examples = [self._example(c) for c in sets]
+        scores = score_examples(self.scorer, examples, self.soft, batch_size=self.cfg.eval.batch_size)
+        return metric_row(scores, [e.label for e in examples], n_boot=self.cfg.eval.bootstrap)
+
+
+def evaluate_command(run: str, candidates: str, out: str | None = None) -> dict:
+    """Score every trained LM method of `run` on a candidate JSONL (raw ids; made by delrec or elsewhere)."""
+    run_dir = Path(run)
+    methods = trained_methods(run_dir)
+    if not methods:
+        raise DelrecError(f"{run_dir}: no trained stage-2 method to evaluate")
+    out_path = Path(out) if out else run_dir / "evaluations" / f"{Path(candidates).stem}.metrics.json"
+    metrics = None
+    for method in methods:
+        rec = Recommender.load(run_dir, method)
+        sets = read_candidates(candidates, rec.dataset)
+        if metrics is None:
+            metrics = MetricsFile(out_path, dataset=rec.dataset.name, protocol=rec.cfg.data.protocol,
+                                  candidates=len(sets[0].candidates))
+        metrics.add(method, rec.evaluate(sets))
+    print(format_table(metrics.rows))
+    print(f"wrote {out_path}")
+    return metrics.rows

@@ -1,0 +1,81 @@
+"""The run directory: its layout, stage caching by a hash of each stage's inputs, and reloading a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from delrec.config import RunConfig
+from delrec.io import atomic_write_text
+from delrec.stages import dist
+
+
+def digest(*parts) -> str:
+    """Short stable hash of JSON-able inputs."""
+    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+class RunDir:
+    """`config.yaml`, `candidates/`, `teacher/`, `stage1/`, `stage2/`, `metrics.json`, `results.md`, `plots/`,
+    `log.jsonl`. Each stage folder is named by what it is and the hash of its inputs."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "log.jsonl"
+
+    def data_key(self, cfg: RunConfig) -> str:
+        d = asdict(cfg.data)
+        d.pop("data_dir")  # where the files live does not change what they hold (the fingerprint checks that)
+        return digest(d)
+
+    def teacher_dir(self, cfg: RunConfig, model: str) -> Path:
+        return self.path("teacher", model)
+
+    def teacher_key(self, cfg: RunConfig, model: str) -> str:
+        return digest(self.data_key(cfg), cfg.teacher, model, cfg.seed)
+
+    def stage1_key(self, cfg: RunConfig, variant: str) -> str:
+        return digest(self.teacher_key(cfg, cfg.teacher.models[0]), cfg.lm, cfg.stage1, variant)
+
+    def stage1_dir(self, cfg: RunConfig, variant: str) -> Path:
+        return self.path("stage1", f"{variant}-{self.stage1_key(cfg, variant)}")
+
+    def stage2_dir(self, cfg: RunConfig, method: str, stage1_key: str | None) -> Path:
+        key = digest(self.data_key(cfg), stage1_key, cfg.lm, cfg.stage2, cfg.eval.teacher_hint, method, cfg.seed)
+        return self.path("stage2", f"{method}-{key}")
+
+
+def is_done(folder: Path, key: str = "") -> dict | None:
+    """The stage's result if it finished with these inputs, else None."""
+    marker = Path(folder) / "done.json"
+    if not marker.exists():
+        return None
+    result = json.loads(marker.read_text())
+    return result if result.get("key", "") == key else None
+
+
+def mark_done(folder: Path, result: dict, key: str = "") -> None:
+    if dist.is_main():
+        atomic_write_text(Path(folder) / "done.json", json.dumps(result | {"key": key}, indent=2) + "\n")
+    dist.barrier()
+
+
+def fresh(folder: Path, resume: bool) -> Path:
+    """A stage folder to (re)start in: kept when resuming, emptied otherwise."""
+    folder = Path(folder)
+    if dist.is_main() and folder.exists() and not resume and not (folder / "done.json").exists():
+        shutil.rmtree(folder)
+    dist.barrier()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

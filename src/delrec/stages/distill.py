@@ -1,0 +1,89 @@
+"""Stage 1: distil the teacher's behaviour into the soft prompt (TA + RPS), the LM frozen.
+
+Loss weighting (METHOD.md 5): w_i ∝ (1/‖∇_soft L_i‖)^α, normalised, recomputed every step from the two
+task gradients. The task gradients are averaged across processes before weighting, so every process applies
+the same weights and the same update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from delrec.config import StageConfig
+from delrec.evaluate import accuracy, score_examples
+from delrec.stages import dist
+from delrec.stages.batches import batch_indices
+from delrec.stages.loop import JsonlLog, Trainer
+
+
+@dataclass
+class Stage1Data:
+    ta_train: list
+    rps_train: list
+    ta_valid: list
+    rps_valid: list
+
+
+def task_weights(norms: dict[str, float], alpha: float) -> dict[str, float]:
+    inv = {k: (1.0 / max(n, 1e-12)) ** alpha for k, n in norms.items()}
+    total = sum(inv.values())
+    return {k: v / total for k, v in inv.items()}
+
+
+def _loss(scorer, examples, soft) -> torch.Tensor:
+    scores = scorer.score([e.prompt for e in examples], [list(e.candidates) for e in examples], soft)
+    labels = torch.tensor([e.label for e in examples], device=scores.device)
+    return F.cross_entropy(scores.float(), labels)
+
+
+def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Path, *, seed: int,
+            tasks=("ta", "rps"), resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
+            eval_batch_size: int = 8, name: str = "stage1") -> dict:
+    """Train `soft_prompt` in place; the best weights (validation TA/RPS accuracy) are restored and saved."""
+    run_dir = Path(run_dir)
+    log = log or JsonlLog(run_dir / "log.jsonl")
+    train = {"ta": data.ta_train, "rps": data.rps_train}
+    valid = {"ta": data.ta_valid[:cfg.max_eval_examples], "rps": data.rps_valid[:cfg.max_eval_examples]}
+    tasks = [t for t in tasks if train[t]]
+    if not tasks:
+        raise ValueError("stage 1 has no training examples")
+    scorer.backbone.model.eval()
+    soft_prompt.requires_grad_(True)
+    w = soft_prompt.weight
+
+    def step_fn(step: int) -> dict:
+        grads = {t: torch.zeros_like(w) for t in tasks}
+        logs = {}
+        for micro in range(cfg.grad_accum):
+            for i, t in enumerate(tasks):
+                idx = batch_indices(len(train[t]), cfg.batch_size, step, micro, cfg.grad_accum, seed + i)
+                loss = _loss(scorer, [train[t][j] for j in idx], soft_prompt)
+                (g,) = torch.autograd.grad(loss / cfg.grad_accum, w)
+                grads[t] += g
+                logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + float(loss) / cfg.grad_accum
+        dist.all_reduce_mean_(list(grads.values()))
+        weights = task_weights({t: float(g.norm()) for t, g in grads.items()}, cfg.alpha)
+        w.grad = sum(weights[t] * grads[t] for t in tasks)
+        logs |= {f"w_{t}": weights[t] for t in tasks}
+        logs["grads_reduced"] = True
+        return logs
+
+    def evaluate() -> float:
+        accs = []
+        for t in tasks:
+            s = score_examples(scorer, valid[t], soft_prompt, batch_size=eval_batch_size, desc=f"valid {t}")
+            accs.append(accuracy(s, [e.label for e in valid[t]]))
+        return sum(accs) / len(accs)
+
+    trainer = Trainer(cfg, {"soft_prompt": w}, run_dir, name, log)
+    state = trainer.fit(step_fn, evaluate, resume=resume, stop_after=stop_after)
+    finished = state.step >= cfg.steps or state.bad_evals >= cfg.patience
+    if finished:
+        trainer.save_best(run_dir / "soft_prompt.safetensors", soft_prompt.save)
+    soft_prompt.requires_grad_(False)
+    return {"finished": finished, "best_valid": state.best_metric, "best_step": state.best_step,
+            "steps": state.step, "evals": state.evals}

@@ -1,0 +1,115 @@
+"""Stage 2 (LSR): AdaLoRA on the attention query/value projections, the stage-1 soft prompt frozen.
+
+peft only adds AdaLoRA's orthogonal regulariser when the model computes the loss itself, and its rank
+allocator needs `update_and_allocate(step)` after every optimiser step: both are done here explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import AdaLoraConfig, get_peft_model
+
+from delrec.config import StageConfig
+from delrec.evaluate import ndcg5, score_examples
+from delrec.lm.backbone import attention_target_modules
+from delrec.stages.batches import batch_indices
+from delrec.stages.loop import JsonlLog, Trainer
+
+
+def add_adalora(backbone, cfg: StageConfig):
+    """Wrap the backbone's model in place; returns the peft model."""
+    total = cfg.steps
+    tfinal = cfg.tfinal or max(1, total // 5)
+    tinit = cfg.tinit or max(0, total // 10)
+    if tinit >= total - tfinal:  # peft requires tinit < total_step - tfinal
+        tinit = max(0, total - tfinal - 1)
+    config = AdaLoraConfig(init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=cfg.lora_alpha,
+                           lora_dropout=cfg.lora_dropout, target_modules=attention_target_modules(backbone.model),
+                           total_step=total, tinit=tinit, tfinal=tfinal, deltaT=cfg.deltaT,
+                           orth_reg_weight=cfg.orth_reg_weight,
+                           task_type="SEQ_2_SEQ_LM" if backbone.is_encoder_decoder else "CAUSAL_LM")
+    model = get_peft_model(backbone.model, config)
+    backbone.model = model
+    return model
+
+
+def orthogonal_regulariser(model) -> torch.Tensor:
+    """Mean of ‖AAᵀ − I‖_F and ‖BᵀB − I‖_F over the trainable adapter (as peft's AdaLoraModel.forward)."""
+    reg, n = None, 0
+    for name, p in model.named_parameters():
+        if p.requires_grad and ("lora_A" in name or "lora_B" in name):
+            cov = p @ p.T if "lora_A" in name else p.T @ p
+            term = torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], device=p.device, dtype=p.dtype))
+            reg = term if reg is None else reg + term
+            n += 1
+    return reg / n if n else torch.zeros(())
+
+
+def trainable_params(model) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _allocator_state(model) -> tuple:
+    alloc = model.base_model.rankallocator
+    return alloc, model.base_model.peft_config[model.base_model.trainable_adapter_name]
+
+
+def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, run_dir: Path, *, seed: int,
+             resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
+             eval_batch_size: int = 8, name: str = "stage2") -> dict:
+    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5."""
+    run_dir = Path(run_dir)
+    log = log or JsonlLog(run_dir / "log.jsonl")
+    model = scorer.backbone.model
+    if soft_prompt is not None:
+        soft_prompt.requires_grad_(False)
+    params = trainable_params(model)
+    valid = valid[:cfg.max_eval_examples]
+    alloc, lcfg = _allocator_state(model)
+
+    def step_fn(step: int) -> dict:
+        model.train()
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            idx = batch_indices(len(train), cfg.batch_size, step, micro, cfg.grad_accum, seed)
+            batch = [train[j] for j in idx]
+            scores = scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+            labels = torch.tensor([e.label for e in batch], device=scores.device)
+            loss = F.cross_entropy(scores.float(), labels)
+            reg = orthogonal_regulariser(model)
+            ((loss + cfg.orth_reg_weight * reg) / cfg.grad_accum).backward()
+            total += float(loss) / cfg.grad_accum
+        return {"loss": total, "orth_reg": float(reg)}
+
+    def post_step(step: int) -> None:
+        model.base_model.update_and_allocate(step)
+
+    def evaluate() -> float:
+        model.eval()
+        s = score_examples(scorer, valid, soft_prompt, batch_size=eval_batch_size, desc="valid lsr")
+        return ndcg5(s, [e.label for e in valid])
+
+    def extra_state() -> dict:
+        out = {}
+        for kind in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            out |= {f"{kind}.{k}": v for k, v in getattr(alloc, kind).items()}
+        out["rank_pattern"] = torch.tensor(list(json.dumps(lcfg.rank_pattern).encode()), dtype=torch.uint8)
+        return out
+
+    def load_extra(t: dict) -> None:
+        for kind in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            setattr(alloc, kind, {k[len(kind) + 1:]: v for k, v in t.items() if k.startswith(kind + ".")})
+        lcfg.rank_pattern = json.loads(bytes(t["rank_pattern"].tolist()).decode())
+
+    trainer = Trainer(cfg, params, run_dir, name, log, extra_state, load_extra)
+    state = trainer.fit(step_fn, evaluate, post_step, resume=resume, stop_after=stop_after)
+    model.eval()
+    finished = state.step >= cfg.steps or state.bad_evals >= cfg.patience
+    if finished:
+        trainer.save_best(run_dir / "adapter", model.save_pretrained)
+    return {"finished": finished, "best_valid": state.best_metric, "best_step": state.best_step,
+            "steps": state.step, "evals": state.evals}

@@ -1,0 +1,157 @@
+"""One training loop for both stages: accumulation, clipping, schedule, validation, early stopping,
+atomic checkpoints and exact resume. Runs alone, under `torchrun` or under `accelerate launch`.
+
+The caller's `step_fn(step)` computes the gradients of one optimiser step (all micro-batches); the loop
+averages them across processes (unless the step says it already did), clips, steps and evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from delrec.config import StageConfig
+from delrec.io import atomic_path
+from delrec.stages import dist
+from delrec.stages.checkpoint import (
+    load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint,
+)
+from delrec.stages.optim import lr_at, make_optimizer
+
+
+class JsonlLog:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def write(self, **record) -> None:
+        if dist.is_main():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    best_metric: float = -math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    evals: list = field(default_factory=list)
+
+
+@dataclass
+class Trainer:
+    cfg: StageConfig
+    params: dict[str, torch.nn.Parameter]
+    run_dir: Path
+    name: str
+    log: JsonlLog
+    extra_state: Callable[[], dict[str, torch.Tensor]] | None = None
+    load_extra_state: Callable[[dict[str, torch.Tensor]], None] | None = None
+
+    def __post_init__(self):
+        self.run_dir = Path(self.run_dir)
+        self.ckpt_path = self.run_dir / "checkpoint.safetensors"
+        self.optimizer = make_optimizer(self.cfg, self.params.values())
+        self.state = LoopState()
+        self.best = {k: p.detach().clone() for k, p in self.params.items()}
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def save(self) -> None:
+        if not dist.is_main():
+            return
+        tensors = {f"param.{k}": p for k, p in self.params.items()}
+        tensors |= {f"best.{k}": v for k, v in self.best.items()}
+        opt_t, groups = optimizer_tensors(self.optimizer)
+        tensors |= opt_t
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.extra_state:
+            tensors |= {f"extra.{k}": v for k, v in self.extra_state().items()}
+        meta = {"state": self.state.__dict__, "groups": groups, "stage": self.name, "steps": self.cfg.steps}
+        save_checkpoint(self.ckpt_path, tensors, meta)
+
+    def restore(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        tensors, meta = load_checkpoint(self.ckpt_path)
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(tensors[f"param.{k}"])
+                self.best[k] = tensors[f"best.{k}"].clone()
+        load_optimizer_tensors(self.optimizer, tensors, meta["groups"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if self.load_extra_state:
+            self.load_extra_state({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
+        self.state = LoopState(**meta["state"])
+        return True
+
+    def save_best(self, path: Path, save_fn: Callable[[Path], None]) -> None:
+        """Write the selected weights with the caller's format (soft prompt file, peft adapter folder)."""
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(self.best[k])
+        if dist.is_main():
+            save_fn(Path(path))
+        dist.barrier()
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def fit(self, step_fn: Callable[[int], dict], evaluate: Callable[[], float],
+            post_step: Callable[[int], None] | None = None, *, resume: bool = False,
+            stop_after: int | None = None) -> LoopState:
+        cfg, st = self.cfg, self.state
+        if resume and self.restore():
+            st = self.state
+            self.log.write(stage=self.name, event="resumed", step=st.step)
+        bar = tqdm(total=cfg.steps, initial=st.step, desc=self.name, disable=not dist.is_main(), dynamic_ncols=True)
+        t0 = time.time()
+        done_this_run = 0
+        while st.step < cfg.steps and st.bad_evals < cfg.patience:
+            if stop_after is not None and done_this_run >= stop_after:
+                break  # simulated interruption (tests); the last checkpoint is what a killed run leaves
+            lr = lr_at(cfg, st.step)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            logs = step_fn(st.step)
+            grads = [p.grad for p in self.params.values()]
+            if not logs.pop("grads_reduced", False):
+                dist.all_reduce_mean_(grads)
+            norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.max_grad_norm)
+            self.optimizer.step()
+            if post_step:
+                post_step(st.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            st.step += 1
+            done_this_run += 1
+            logs = {k: (float(v) if torch.is_tensor(v) else v) for k, v in logs.items()}
+            self.log.write(stage=self.name, step=st.step, lr=lr, grad_norm=float(norm), **logs)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if isinstance(v, float)}, refresh=False)
+            if st.step % cfg.eval_every == 0 or st.step == cfg.steps:
+                self._evaluate(evaluate, time.time() - t0)
+                self.save()
+        bar.close()
+        return st
+
+    def _evaluate(self, evaluate: Callable[[], float], elapsed: float) -> None:
+        st = self.state
+        metric = float(evaluate())
+        st.evals.append([st.step, metric])
+        if metric > st.best_metric:
+            st.best_metric, st.best_step, st.bad_evals = metric, st.step, 0
+            self.best = {k: p.detach().clone() for k, p in self.params.items()}
+        else:
+            st.bad_evals += 1
+        self.log.write(stage=self.name, step=st.step, event="eval", valid=metric, best=st.best_metric,
+                       elapsed_s=round(elapsed, 1))
+
+
+def write_json(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
