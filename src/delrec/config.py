@@ -19,7 +19,7 @@ class DataConfig:
     data_dir: str = ""                  # empty: $DELREC_DATA/<dataset>
     domain: str = ""                    # movie | game | beauty | home; empty = the dataset's default
     min_interactions: int = 5
-    protocol: str = "leave-one-out"     # leave-one-out | user-split
+    protocol: str = "leave-one-out"     # leave-one-out | user-split | predefined (the data's own split)
     max_history: int = 10
     n_candidates: int = 20
     seed: int = 42
@@ -33,7 +33,7 @@ class DataConfig:
     synthetic_items: int = 120
 
     def validate(self) -> None:
-        _choice("data.protocol", self.protocol, ("leave-one-out", "user-split"))
+        _choice("data.protocol", self.protocol, ("leave-one-out", "user-split", "predefined"))
         _positive("data.n_candidates", self.n_candidates, minimum=2)
         _positive("data.max_history", self.max_history)
         _positive("data.min_interactions", self.min_interactions)
@@ -48,6 +48,9 @@ class TeacherConfig:
     dropout: float = 0.2
     max_len: int = 50
     pre_norm: bool = False
+    caser_window: int = 5               # Caser: last L items convolved (the paper's L)
+    caser_h: int = 16                   # Caser: horizontal filters per height 1..L
+    caser_v: int = 4                    # Caser: vertical filters
     loss: str = "ce"                    # ce (full softmax) | bce (one sampled negative)
     epochs: int = 200
     batch_size: int = 256

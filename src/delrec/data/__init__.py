@@ -3,4 +3,4 @@
 from delrec.data.catalog import Catalog, clean_title
 from delrec.data.sequences import Dataset, build_dataset
 
-__all__ = ["Catalog", "clean_title", "Dataset", "build_dataset"]
+__all__ = ["Catalog", "Dataset", "build_dataset", "clean_title"]

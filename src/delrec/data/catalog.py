@@ -65,7 +65,7 @@ class Catalog:
     def title(self, item: int) -> str:
         return self.titles[item]
 
-    def subset(self, keep: list[int]) -> tuple["Catalog", dict[int, int]]:
+    def subset(self, keep: list[int]) -> tuple[Catalog, dict[int, int]]:
         """A catalog of only `keep` (old dense ids), and the old -> new id map."""
         remap = {old: new for new, old in enumerate(keep)}
         return Catalog([self.raw_ids[i] for i in keep], [self.titles[i] for i in keep]), remap

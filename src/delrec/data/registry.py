@@ -18,6 +18,9 @@ def resolve_data_dir(cfg: DataConfig) -> Path:
     if cfg.data_dir:
         return Path(cfg.data_dir).expanduser()
     root = os.environ.get("DELREC_DATA")
+    cached = Path.home() / ".cache" / "delrec" / cfg.dataset  # where `delrec prepare` downloads ML-100K
+    if not root and cached.is_dir():
+        return cached
     if not root:
         raise DelrecError(f"data.data_dir is empty and DELREC_DATA is not set: say where the {cfg.dataset} "
                           "files are with --data-dir DIR")

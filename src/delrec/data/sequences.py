@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from delrec import DelrecError
 from delrec.data.catalog import Catalog
@@ -20,6 +20,9 @@ class Dataset:
     users: list[str]
     sequences: list[list[int]]
     domain: str = "movie"
+    # User indices of a split shipped with the data ("train"/"valid"/"test"), e.g. LLaRA's; used by the
+    # "predefined" protocol. None for datasets that are split by delrec's own protocols.
+    predefined: dict[str, list[int]] | None = None
 
     @property
     def n_items(self) -> int:

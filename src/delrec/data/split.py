@@ -1,4 +1,4 @@
-"""Evaluation protocols: leave-one-out (default) and the paper's user-split (8:1:1)."""
+"""Evaluation protocols: leave-one-out (default), the paper's user-split (8:1:1), or the data's own split."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from delrec import DelrecError
 from delrec.data.sequences import Dataset
 
-PROTOCOLS = ("leave-one-out", "user-split")
+PROTOCOLS = ("leave-one-out", "user-split", "predefined")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ def make_split(
         train_sequences = [list(s[:-2]) for s in seqs]
         valid = [Example(u, tuple(s[:-2]), s[-2]) for u, s in enumerate(seqs)]
         test = [Example(u, tuple(s[:-1]), s[-1]) for u, s in enumerate(seqs)]
+    elif protocol == "predefined":
+        train_users, valid, test = _predefined(dataset)
+        train_sequences = [list(seqs[u]) for u in train_users]
     else:
         order = list(range(len(seqs)))
         random.Random(seed).shuffle(order)
@@ -66,6 +69,19 @@ def make_split(
     split.train = sample_train_examples(split, seed=seed, cap=max_train_examples, min_history=min_history,
                                         per_user=train_examples_per_user)
     return split
+
+
+def _predefined(dataset: Dataset) -> tuple[list[int], list[Example], list[Example]]:
+    """The split shipped with the data (LLaRA's train/val/test rows): each valid/test user is one example."""
+    pre = dataset.predefined or {}
+    missing = [k for k in ("train", "valid", "test") if not pre.get(k)]
+    if missing:
+        raise DelrecError(f"{dataset.name}: data.protocol 'predefined' needs the dataset's own train/valid/test "
+                          f"split, but it has no {'/'.join(missing)} rows; add those files or use leave-one-out "
+                          "or user-split")
+    seqs = dataset.sequences
+    ex = {k: [Example(u, tuple(seqs[u][:-1]), seqs[u][-1]) for u in sorted(pre[k])] for k in ("valid", "test")}
+    return sorted(pre["train"]), ex["valid"], ex["test"]
 
 
 def sample_train_examples(split: Split, *, seed: int, cap: int, min_history: int, per_user: int) -> list[Example]:
