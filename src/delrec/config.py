@@ -53,10 +53,11 @@ class TeacherConfig:
     caser_v: int = 4                    # Caser: vertical filters
     loss: str = "ce"                    # ce (full softmax) | bce (one sampled negative)
     epochs: int = 200
-    batch_size: int = 256
-    lr: float = 1e-3
+    batch_size: int = 64                # training windows per step (each holds up to max_len targets)
+    train_stride: int = 0               # 0 = max_len // 2; 1 = one window per prefix (RecBole's scheme)
+    lr: float = 2e-3
     weight_decay: float = 0.0
-    patience: int = 10
+    patience: int = 5                   # epochs without a better validation NDCG@10
     topk: int = 10
     device: str = "auto"
 
@@ -81,6 +82,7 @@ class LMConfig:
     length_norm: str = "mean"           # mean | sum (title-likelihood)
     max_title_tokens: int = 24
     max_prompt_tokens: int = 1024
+    chunk_rows: int = 16                # title-likelihood: (prompt, title) rows per continuation pass; 0 = all
     cache_dir: str = ""                 # where converted offline models live; empty = ~/.cache/delrec
 
     def validate(self) -> None:
@@ -89,6 +91,7 @@ class LMConfig:
         _choice("lm.scorer", self.scorer, ("title-likelihood", "first-token", "index-letter"))
         _choice("lm.length_norm", self.length_norm, ("mean", "sum"))
         _positive("lm.n_soft", self.n_soft, minimum=0)
+        _positive("lm.chunk_rows", self.chunk_rows, minimum=0)
 
 
 @dataclass

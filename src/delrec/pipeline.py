@@ -67,10 +67,11 @@ def candidate_file(cfg: RunConfig, run: RunDir, dataset, split: Split, name: str
 
 
 def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
-    from delrec.teachers.train import Teacher, evaluate_teacher, popularity_row, train_teacher
+    from delrec.teachers.train import Teacher, evaluate_teacher, train_teacher
 
     cfg, teachers = ctx.cfg, {}
-    metrics.add("popularity", popularity_row(ctx.dataset, ctx.split, ctx.cands["test"]))
+    popularity = train_teacher("popularity", cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, progress=False)
+    metrics.add("popularity", evaluate_teacher(popularity, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap))
     for model in cfg.teacher.models:
         folder, key = ctx.run.teacher_dir(cfg, model), ctx.run.teacher_key(cfg, model)
         if not is_done(folder, key):
@@ -79,7 +80,7 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
             mark_done(folder, {"model": model}, key)
         teacher = Teacher.load(folder)
         teachers[model] = teacher
-        metrics.add(model, evaluate_teacher(teacher, ctx.split, ctx.cands["test"]))
+        metrics.add(model, evaluate_teacher(teacher, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap))
     return teachers
 
 
@@ -177,9 +178,8 @@ def save_scores(folder: Path, scores: np.ndarray) -> None:
     from delrec.io import atomic_path
 
     if dist.is_main():
-        with atomic_path(Path(folder) / "test_scores.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, scores, allow_pickle=False)
+        with atomic_path(Path(folder) / "test_scores.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, scores, allow_pickle=False)
 
 
 def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate") -> dict:

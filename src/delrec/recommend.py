@@ -30,7 +30,7 @@ class Recommender:
             cfg, dataset, scorer, soft, builder, method)
 
     @classmethod
-    def load(cls, run_dir: str | Path, method: str = "delrec") -> "Recommender":
+    def load(cls, run_dir: str | Path, method: str = "delrec") -> Recommender:
         from peft import PeftModel
 
         from delrec.lm.soft_prompt import SoftPrompt

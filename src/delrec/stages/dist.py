@@ -34,7 +34,7 @@ def all_reduce_mean_(tensors) -> None:
 
 def gather_rows(rows: list, n_total: int) -> list:
     """Undo round-robin sharding (`rows[rank::world]`) of evaluation work."""
-    rank, n = world()
+    _, n = world()
     if n == 1:
         return rows
     parts: list = [None] * n

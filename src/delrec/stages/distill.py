@@ -64,7 +64,7 @@ def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Pa
                 loss = _loss(scorer, [train[t][j] for j in idx], soft_prompt)
                 (g,) = torch.autograd.grad(loss / cfg.grad_accum, w)
                 grads[t] += g
-                logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + float(loss) / cfg.grad_accum
+                logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + loss.item() / cfg.grad_accum
         dist.all_reduce_mean_(list(grads.values()))
         weights = task_weights({t: float(g.norm()) for t, g in grads.items()}, cfg.alpha)
         w.grad = sum(weights[t] * grads[t] for t in tasks)

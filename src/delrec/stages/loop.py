@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -21,7 +21,10 @@ from delrec.config import StageConfig
 from delrec.io import atomic_path
 from delrec.stages import dist
 from delrec.stages.checkpoint import (
-    load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint,
+    load_checkpoint,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    save_checkpoint,
 )
 from delrec.stages.optim import lr_at, make_optimizer
 

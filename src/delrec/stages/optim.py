@@ -11,7 +11,7 @@ class Lion(torch.optim.Optimizer):
     """Lion (Chen et al., 2023): sign of an interpolated momentum; the paper's stage-1 optimiser."""
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
 
     @torch.no_grad()
     def step(self, closure=None):

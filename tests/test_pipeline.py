@@ -1,0 +1,71 @@
+"""`delrec run` end to end on the demo preset (synthetic world, tiny random LM), plus the commands around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from delrec.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_run_writes_every_artefact(demo_run):
+    for name in ("config.yaml", "metrics.json", "results.md", "log.jsonl", "plots/metrics.png", "plots/training.png"):
+        assert (demo_run / name).exists(), name
+    metrics = json.loads((demo_run / "metrics.json").read_text())
+    assert set(metrics["rows"]) >= {"popularity", "sasrec", "lm-zero-shot", "lsr-only", "delrec"}
+    for row in metrics["rows"].values():
+        assert 0.0 <= row["hr@1"] <= row["hr@5"] <= 1.0 and row["n"] > 0
+        assert row["ci95"]["hr@1"][0] <= row["hr@1"] <= row["hr@1"] + 1e-9 + row["ci95"]["hr@1"][1]
+    assert sorted(p.name.split("-")[0] for p in (demo_run / "candidates").glob("*.jsonl")) == ["test", "train", "valid"]
+
+
+def test_demo_delrec_beats_zero_shot(demo_run):
+    rows = json.loads((demo_run / "metrics.json").read_text())["rows"]
+    assert rows["delrec"]["hr@1"] >= rows["lm-zero-shot"]["hr@1"] + 0.10, rows
+    assert rows["delrec"]["ndcg@5"] >= rows["lm-zero-shot"]["ndcg@5"] + 0.10, rows
+
+
+def test_changing_stage2_reuses_teacher_and_stage1(demo_run, tmp_path):
+    stage1 = sorted((demo_run / "stage1").iterdir())
+    stamps = {p: (p / "done.json").stat().st_mtime_ns for p in stage1}
+    teacher_stamp = (demo_run / "teacher/sasrec/done.json").stat().st_mtime_ns
+    argv = ["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(demo_run),
+            "--set", "stage2.steps=20", "--set", "eval.methods=[delrec]"]
+    assert main(argv) == 0
+    assert {p: (p / "done.json").stat().st_mtime_ns for p in stage1} == stamps
+    assert (demo_run / "teacher/sasrec/done.json").stat().st_mtime_ns == teacher_stamp
+    assert len(list((demo_run / "stage2").glob("delrec-*"))) == 2
+
+
+def test_evaluate_and_recommend_on_a_trained_run(demo_run, capsys):
+    test_file = next((demo_run / "candidates").glob("test-*.jsonl"))
+    out = demo_run / "eval.json"
+    assert main(["evaluate", "--run", str(demo_run), "--candidates", str(test_file), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    first = json.loads((demo_run / "metrics.json").read_text())["rows"]
+    assert rows["delrec"]["hr@1"] == pytest.approx(first["delrec"]["hr@1"])
+    from delrec.recommend import Recommender
+
+    rec = Recommender.load(demo_run)
+    ranked = rec.recommend(["i0", "i1", "i2"], ["i3", "i50", "i77"], top=3)
+    assert len(ranked) == 3 and ranked[0][2] >= ranked[1][2] >= ranked[2][2]
+    assert main(["recommend", "--run", str(demo_run), "--history", "i0,i1,i2", "--candidates", "i3,i50"]) == 0
+    printed = capsys.readouterr().out
+    assert rec.dataset.catalog.titles[rec.dataset.catalog.dense("i3")] in printed
+
+
+def test_bad_config_key_is_one_line_error(capsys):
+    assert main(["run", "--config", str(ROOT / "configs/demo.yaml"), "--set", "stage1.nope=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "stage1.nope" in err and "\n" not in err

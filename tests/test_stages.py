@@ -1,0 +1,104 @@
+"""Stage 1 and stage 2 on tiny random LMs: what trains, what stays frozen, exact resume, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import lsr_examples, stage1_examples, tiny_scorer, world
+
+from delrec import DelrecError
+from delrec.config import StageConfig
+from delrec.stages.checkpoint import load_checkpoint, save_checkpoint
+from delrec.stages.distill import Stage1Data, distill, task_weights
+from delrec.stages.finetune import add_adalora, finetune
+
+
+def _soft(scorer, n=4, seed=0):
+    from delrec.lm.soft_prompt import SoftPrompt
+
+    return SoftPrompt.create(n, scorer.backbone, init="vocab", seed=seed)
+
+
+def test_task_weights_follow_inverse_gradient_norms():
+    w = task_weights({"ta": 4.0, "rps": 1.0}, alpha=0.5)
+    assert w["ta"] + w["rps"] == pytest.approx(1.0)
+    assert w["rps"] / w["ta"] == pytest.approx(2.0)  # (1/1)^0.5 / (1/4)^0.5
+    assert task_weights({"ta": 2.0}, 0.5) == {"ta": 1.0}
+
+
+def _stage1(tmp_path, steps=6, stop_after=None, resume=False, tasks=("ta", "rps")):
+    torch.manual_seed(0)
+    ds, split = world()
+    _, (ta_tr, rps_tr, ta_va, rps_va) = stage1_examples(ds, split)
+    scorer = tiny_scorer(ds)
+    soft = _soft(scorer)
+    cfg = StageConfig(steps=steps, batch_size=4, lr=0.05, warmup=1, eval_every=2, max_eval_examples=8, patience=10)
+    out = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg, tmp_path, seed=0, tasks=tasks,
+                  resume=resume, stop_after=stop_after, eval_batch_size=8)
+    return scorer, soft, out
+
+
+def test_stage1_trains_only_the_soft_prompt_and_logs_weights(tmp_path):
+    ds, _ = world()
+    before_model = {k: v.clone() for k, v in tiny_scorer(ds).backbone.model.state_dict().items()}
+    scorer, soft, out = _stage1(tmp_path)
+    init = _soft(scorer).weight
+    assert out["finished"] and out["steps"] == 6
+    assert not torch.equal(soft.weight, init), "the soft prompt did not change"
+    for k, v in scorer.backbone.model.state_dict().items():
+        assert torch.equal(v, before_model[k]), f"frozen LM weight {k} changed"
+    logs = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in logs if "w_ta" in r]
+    assert len(steps) == 6
+    assert all(r["w_ta"] + r["w_rps"] == pytest.approx(1.0) for r in steps)
+    assert (tmp_path / "soft_prompt.safetensors").exists()
+
+
+def test_stage1_resume_matches_uninterrupted_run(tmp_path):
+    _, full, out_full = _stage1(tmp_path / "a", steps=6)
+    _, _, out_cut = _stage1(tmp_path / "b", steps=6, stop_after=3)  # killed after step 3; checkpoint at 2
+    assert not out_cut["finished"]
+    _, resumed, out_res = _stage1(tmp_path / "b", steps=6, resume=True)
+    assert out_res["finished"]
+    assert torch.equal(resumed.weight, full.weight)
+    assert out_res["evals"] == out_full["evals"]
+
+
+def test_corrupt_checkpoint_is_reported_and_previous_kept(tmp_path):
+    path = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(path, {"a": torch.ones(3)}, {"step": 1})
+    save_checkpoint(path, {"a": torch.zeros(3)}, {"step": 2})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DelrecError, match="corrupt or truncated.*previous checkpoint"):
+        load_checkpoint(path)
+    tensors, meta = load_checkpoint(path.with_suffix(".prev.safetensors"))
+    assert meta == {"step": 1} and torch.equal(tensors["a"], torch.ones(3))
+
+
+def test_stage2_adalora_trains_reallocates_and_keeps_soft_prompt(tmp_path):
+    torch.manual_seed(0)
+    ds, split = world()
+    builder, _ = stage1_examples(ds, split)
+    train, valid = lsr_examples(ds, split, builder)
+    scorer = tiny_scorer(ds)
+    soft = _soft(scorer)
+    soft_before = soft.weight.detach().clone()
+    cfg = StageConfig(steps=10, batch_size=4, lr=0.01, warmup=1, eval_every=5, max_eval_examples=8, init_r=6,
+                      target_r=2, tinit=2, tfinal=3, patience=10)
+    model = add_adalora(scorer.backbone, cfg)
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert lora_before and all("lora_" in n for n in lora_before)
+    out = finetune(scorer, soft, train, valid, cfg, tmp_path, seed=0, eval_batch_size=8)
+    assert out["finished"]
+    after = dict(model.named_parameters())
+    changed = [n for n, p in lora_before.items() if not torch.equal(after[n], p)]
+    assert any("lora_A" in n for n in changed) and any("lora_B" in n for n in changed)
+    assert torch.equal(soft.weight, soft_before), "stage 2 must not touch the soft prompt"
+    pattern = model.peft_config["default"].rank_pattern
+    kept = [sum(v) for v in pattern.values()]
+    assert pattern and sum(kept) < 6 * len(kept), "AdaLoRA did not prune any rank"
+    assert sum(kept) <= cfg.target_r * len(kept)  # the final budget, spread unevenly over modules
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
