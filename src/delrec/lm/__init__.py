@@ -1,0 +1,1 @@
+"""The language-model side of DELRec: backbone loading, the soft prompt, and candidate scoring."""

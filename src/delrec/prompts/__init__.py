@@ -1,0 +1,1 @@
+"""Prompt templates (TA, RPS, LSR) and the examples built from them."""
