@@ -2,10 +2,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from a second thread, and two threads stall badly when the other core is busy.
+torch.set_num_threads(1)
 
 SHARED = Path(os.environ.get("DELREC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 

@@ -80,6 +80,7 @@ class LMConfig:
     soft_init: str = "vocab"            # vocab | normal
     scorer: str = "title-likelihood"    # title-likelihood | first-token | index-letter
     length_norm: str = "mean"           # mean | sum (title-likelihood)
+    list_candidates: bool = True        # list the candidates in the prompt (index-letter always does)
     max_title_tokens: int = 24
     max_prompt_tokens: int = 1024
     chunk_rows: int = 16                # title-likelihood: (prompt, title) rows per continuation pass; 0 = all

@@ -61,8 +61,10 @@ def ndcg_hr_full(ranks, k: int = 10) -> dict:
 class MetricsFile:
     """The shared metrics.json: {dataset, protocol, candidates, rows: {method: {hr@1, hr@5, ndcg@5, n, ci95}}}."""
 
-    def __init__(self, path: str | os.PathLike, *, dataset: str = "", protocol: str = "", candidates: int = 20):
+    def __init__(self, path: str | os.PathLike, *, dataset: str = "", protocol: str = "", candidates: int = 20,
+                 write: bool = True):
         self.path = Path(path)
+        self.write = write  # False on all but the main process of a distributed run
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
         else:
@@ -77,7 +79,8 @@ class MetricsFile:
         self.save()
 
     def save(self) -> None:
-        atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
+        if self.write:
+            atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
 def format_table(rows: dict, keys=("hr@1", "hr@5", "ndcg@5")) -> str:

@@ -75,8 +75,9 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
     for model in cfg.teacher.models:
         folder, key = ctx.run.teacher_dir(cfg, model), ctx.run.teacher_key(cfg, model)
         if not is_done(folder, key):
-            if dist.is_main():
-                train_teacher(model, cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, out_dir=fresh(folder, False))
+            out_dir = fresh(folder, False)
+            if dist.is_main():  # the other processes wait in mark_done's barrier, then load it
+                train_teacher(model, cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, out_dir=out_dir)
             mark_done(folder, {"model": model}, key)
         teacher = Teacher.load(folder)
         teachers[model] = teacher
@@ -86,7 +87,8 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
 
 def builder_for(ctx: Context, letters: bool) -> PromptBuilder:
     return PromptBuilder(ctx.dataset.catalog, ctx.dataset.domain, ctx.cfg.teacher.models[0],
-                         ctx.cfg.data.max_history, ctx.cfg.data.n_candidates, letters)
+                         ctx.cfg.data.max_history, ctx.cfg.data.n_candidates, letters,
+                         ctx.cfg.lm.list_candidates)
 
 
 def new_lm(cfg: RunConfig):
@@ -187,7 +189,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate"
 
     ctx = prepare(cfg)
     metrics = MetricsFile(ctx.run.path("metrics.json"), dataset=ctx.dataset.name, protocol=cfg.data.protocol,
-                          candidates=cfg.data.n_candidates)
+                          candidates=cfg.data.n_candidates, write=dist.is_main())
     methods = list(cfg.eval.methods) + (["delrec-no-ta", "delrec-no-rps"] if cfg.eval.ablations else [])
     teachers = train_teachers(ctx, metrics)
     teacher = teachers[cfg.teacher.models[0]]
@@ -232,7 +234,7 @@ def show_prompt(cfg: RunConfig, task: str = "lsr", index: int = 0) -> str:
     ex = split.test[index % len(split.test)]
     cs = make_candidates(dataset, [ex], n_candidates=cfg.data.n_candidates, seed=cfg.data.seed)[0]
     builder = PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
-                            cfg.data.n_candidates, cfg.lm.scorer == "index-letter")
+                            cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates)
     # Stage-1 prompts need the teacher's top-k; for display, the history's own later items stand in for it.
     stand_in = list(cs.candidates[: cfg.teacher.topk])
     rng = random.Random(0)

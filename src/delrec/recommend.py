@@ -17,10 +17,18 @@ from delrec.prompts.examples import PromptBuilder
 
 
 def trained_methods(run_dir: Path) -> dict[str, Path]:
-    """method name -> its finished stage-2 folder."""
+    """method name -> its finished stage-2 folder for the run's current config.yaml."""
+    from delrec.pipeline import ABLATIONS
+    from delrec.runs import RunDir
+
+    run = RunDir(run_dir)
+    cfg = load_config(str(run.path("config.yaml")))
     out = {}
-    for folder in sorted(Path(run_dir, "stage2").glob("*/done.json")):
-        out[folder.parent.name.rsplit("-", 1)[0]] = folder.parent
+    for method in ["lsr-only", *ABLATIONS]:  # delrec+hint needs the teacher at inference: not served here
+        key = run.stage1_key(cfg, method) if method in ABLATIONS else None
+        folder = run.stage2_dir(cfg, method, key)
+        if (folder / "done.json").exists():
+            out[method] = folder
     return out
 
 
@@ -31,10 +39,9 @@ class Recommender:
 
     @classmethod
     def load(cls, run_dir: str | Path, method: str = "delrec") -> Recommender:
-        from peft import PeftModel
-
         from delrec.lm.soft_prompt import SoftPrompt
         from delrec.pipeline import new_lm
+        from delrec.stages.finetune import load_adapter
 
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").exists():
@@ -46,11 +53,11 @@ class Recommender:
         folder = methods[method]
         done = json.loads((folder / "done.json").read_text())
         scorer = new_lm(cfg)
-        scorer.backbone.model = PeftModel.from_pretrained(scorer.backbone.model, str(folder / "adapter")).eval()
+        load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
         soft = SoftPrompt.load(done["soft_prompt"]).to(scorer.backbone.device) if done.get("soft_prompt") else None
         dataset = load_dataset(cfg.data)
         builder = PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
-                                cfg.data.n_candidates, cfg.lm.scorer == "index-letter")
+                                cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates)
         return cls(cfg, dataset, scorer, soft, builder, method)
 
     def _example(self, cs: CandidateSet):

@@ -33,6 +33,7 @@ class PromptBuilder:
     max_history: int = 10
     n_candidates: int = 20
     letters: bool = False          # index-letter scorer: candidates listed as A..T
+    list_candidates: bool = True   # False: prompts omit the list (title scorers only; letters need it)
 
     @property
     def teacher_name(self) -> str:
@@ -40,6 +41,9 @@ class PromptBuilder:
 
     def titles(self, items) -> list[str]:
         return [self.catalog.titles[i] for i in items]
+
+    def listed(self, cands) -> list[str]:
+        return self.titles(cands) if self.list_candidates or self.letters else []
 
     def _candidates(self, rng: random.Random, fixed: list[int], history, n_items: int) -> list[int]:
         exclude = set(history) | set(fixed)
@@ -56,7 +60,7 @@ class PromptBuilder:
         query = history[3:-1][-(self.max_history - 1):] if self.max_history > 1 else history[-2:-1]
         cands = self._candidates(rng, [label], history, len(self.catalog))
         prompt = templates.render_ta(self.domain, self.teacher_name, self.titles(demo), self.titles(query),
-                                     self.catalog.titles[teacher_top1], self.titles(cands), self.letters)
+                                     self.catalog.titles[teacher_top1], self.listed(cands), self.letters)
         return PromptExample("ta", prompt, tuple(self.titles(cands)), tuple(cands), cands.index(label))
 
     def rps(self, history: tuple[int, ...], teacher_topk: list[int], rng: random.Random) -> PromptExample | None:
@@ -67,14 +71,14 @@ class PromptBuilder:
         topk = list(teacher_topk[:k])
         cands = self._candidates(rng, topk, history, len(self.catalog))
         prompt = templates.render_rps(self.domain, self.teacher_name, self.titles(history[-self.max_history:]),
-                                      self.titles(topk[1:]), self.titles(cands), self.letters)
+                                      self.titles(topk[1:]), self.listed(cands), self.letters)
         return PromptExample("rps", prompt, tuple(self.titles(cands)), tuple(cands), cands.index(topk[0]))
 
     def lsr(self, cs: CandidateSet, *, soft: bool = True, hint: list[int] | None = None) -> PromptExample:
         """The recommendation task: the user's real next item among the example's candidates."""
         cands = list(cs.candidates)
         prompt = templates.render_lsr(self.domain, self.teacher_name, self.titles(cs.history[-self.max_history:]),
-                                      self.titles(cands), self.letters, soft=soft,
+                                      self.listed(cands), self.letters, soft=soft,
                                       hint=self.titles(hint) if hint else None)
         return PromptExample("lsr", prompt, tuple(self.titles(cands)), tuple(cands), cs.target_index)
 

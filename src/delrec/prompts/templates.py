@@ -83,7 +83,10 @@ def _join(titles: list[str]) -> str:
 
 
 def candidate_block(candidates: list[str], letters: bool) -> str:
-    """Candidates as "A. title" lines (index-letter scorer) or one comma-separated line."""
+    """Candidates as "A. title" lines (index-letter scorer) or one comma-separated line; none when the
+    prompt does not list them (the title-likelihood scorer scores each candidate without seeing the list)."""
+    if not candidates:
+        return ""
     if letters:
         if len(candidates) > len(LETTERS):
             raise DelrecError(f"prompt: index letters support at most {len(LETTERS)} candidates, "

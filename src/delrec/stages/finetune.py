@@ -12,12 +12,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from peft import AdaLoraConfig, get_peft_model
+from safetensors.torch import load_file, save_file
+
+from delrec import DelrecError
 
 from delrec.config import StageConfig
 from delrec.evaluate import ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
 from delrec.stages.batches import batch_indices
 from delrec.stages.loop import JsonlLog, Trainer
+
+FULL_STATE = "adapter_full.safetensors"
 
 
 def add_adalora(backbone, cfg: StageConfig):
@@ -51,6 +56,33 @@ def orthogonal_regulariser(model) -> torch.Tensor:
 
 def trainable_params(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_adapter(model, folder: Path) -> None:
+    """peft's `save_pretrained` (for other tools) plus the unresized adapter tensors, which reload exactly:
+    peft's AdaLoRA reload of a pruned rank pattern is not reliable across versions."""
+    from delrec.io import atomic_path
+
+    model.save_pretrained(str(folder))
+    with atomic_path(Path(folder) / FULL_STATE) as tmp:
+        save_file({n: p.detach().contiguous().cpu() for n, p in trainable_params(model).items()}, str(tmp))
+
+
+def load_adapter(backbone, cfg: StageConfig, folder: Path):
+    """Rebuild the AdaLoRA model of `cfg` on `backbone` and load the saved adapter tensors into it."""
+    model = add_adalora(backbone, cfg)
+    path = Path(folder) / FULL_STATE
+    if not path.exists():
+        raise DelrecError(f"{folder}: no {FULL_STATE}; was the adapter trained by delrec?")
+    state = load_file(str(path))
+    params = trainable_params(model)
+    if set(state) != set(params):
+        raise DelrecError(f"{path}: adapter tensors do not match the model built from the run's stage2 config")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state[n])
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def _allocator_state(model) -> tuple:
@@ -110,6 +142,6 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
     model.eval()
     finished = state.step >= cfg.steps or state.bad_evals >= cfg.patience
     if finished:
-        trainer.save_best(run_dir / "adapter", model.save_pretrained)
+        trainer.save_best(run_dir / "adapter", lambda folder: save_adapter(model, folder))
     return {"finished": finished, "best_valid": state.best_metric, "best_step": state.best_step,
             "steps": state.step, "evals": state.evals}
