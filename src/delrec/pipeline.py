@@ -67,7 +67,7 @@ def candidate_file(cfg: RunConfig, run: RunDir, dataset, split: Split, name: str
 
 
 def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
-    from delrec.teachers.train import Teacher, evaluate_teacher, train_teacher
+    from delrec.teachers.train import Teacher, evaluate_teacher, export_topk, train_teacher
 
     cfg, teachers = ctx.cfg, {}
     popularity = train_teacher("popularity", cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, progress=False)
@@ -81,7 +81,14 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
             mark_done(folder, {"model": model}, key)
         teacher = Teacher.load(folder)
         teachers[model] = teacher
-        metrics.add(model, evaluate_teacher(teacher, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap))
+        row = evaluate_teacher(teacher, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap)
+        metrics.add(model, row | {"seconds": teacher.info.get("seconds")} if teacher.info else row)
+        if dist.is_main() and not (folder / "topk.json").exists():
+            export_topk(teacher, ctx.dataset, ctx.split, folder / "topk.json", cfg.teacher.topk)
+            own = MetricsFile(folder / "metrics.json", dataset=ctx.dataset.name, protocol=cfg.data.protocol,
+                              candidates=cfg.data.n_candidates)
+            own.add("popularity", metrics.rows["popularity"])
+            own.add(model, metrics.rows[model])
     return teachers
 
 
@@ -194,6 +201,9 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate"
     teachers = train_teachers(ctx, metrics)
     teacher = teachers[cfg.teacher.models[0]]
     if until == "teach":
+        if dist.is_main():
+            write_report(ctx.run.root, metrics)
+            print(format_table(metrics.rows))
         return metrics.rows
     if "lm-zero-shot" in methods and until == "evaluate":
         row = evaluate_lm(ctx, new_lm(cfg), None, "lm-zero-shot", lambda sets: lsr_for(ctx, sets, False))

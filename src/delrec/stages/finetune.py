@@ -15,7 +15,6 @@ from peft import AdaLoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from delrec import DelrecError
-
 from delrec.config import StageConfig
 from delrec.evaluate import ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules

@@ -34,11 +34,11 @@ from tqdm.auto import tqdm
 
 from delrec import DelrecError
 from delrec.config import RunConfig, TeacherConfig
-from delrec.data.candidates import CandidateSet, make_candidates, read_candidates, write_candidates
+from delrec.data.candidates import CandidateSet
 from delrec.data.sequences import Dataset
 from delrec.data.split import Example, Split
 from delrec.io import atomic_path, atomic_write_text
-from delrec.metrics import MetricsFile, format_table, ndcg_hr_full, ranks_from_scores, summarize
+from delrec.metrics import ndcg_hr_full, ranks_from_scores, summarize
 from delrec.teachers import build_teacher
 from delrec.teachers.base import SequentialRecommender, history_mask, pad_histories
 
@@ -297,45 +297,8 @@ def read_topk(path: str | Path, dataset: Dataset) -> dict[str, dict[tuple[int, i
 
 
 # ------------------------------------------------------------------------------------------ delrec teach
-def load_or_make_test_candidates(run_dir: Path, dataset: Dataset, split: Split, cfg) -> list[CandidateSet]:
-    """RUN_DIR/candidates/test.jsonl: read if present (fingerprint-checked), else made from split.test."""
-    path = Path(run_dir) / "candidates" / "test.jsonl"
-    if path.exists():
-        return read_candidates(path, dataset)
-    sets = make_candidates(dataset, split.test, n_candidates=cfg.n_candidates, seed=cfg.seed)
-    write_candidates(path, dataset, sets, seed=cfg.seed, protocol=split.protocol, split="test")
-    return sets
-
-
 def teach_command(cfg: RunConfig) -> dict:
-    """Train every `cfg.teacher.models` teacher (+ popularity), evaluate, export top-k; print the table."""
-    from delrec.data.registry import load_dataset
-    from delrec.data.split import make_split
+    """`delrec teach`: the pipeline up to the teachers, on the same candidate files as `delrec run`."""
+    from delrec.pipeline import run_command
 
-    run_dir = Path(cfg.out)
-    dataset = load_dataset(cfg.data)
-    split = make_split(dataset, cfg.data.protocol, seed=cfg.data.seed, max_train_examples=cfg.data.max_train_examples,
-                       train_examples_per_user=cfg.data.train_examples_per_user)
-    if cfg.data.max_eval_examples:  # the same seeded subsample as `delrec run`
-        rng = random.Random(cfg.data.seed + 7)
-        for part in ("valid", "test"):
-            rows = getattr(split, part)
-            if len(rows) > cfg.data.max_eval_examples:
-                setattr(split, part, sorted(rng.sample(rows, cfg.data.max_eval_examples), key=lambda e: e.user))
-    sets = load_or_make_test_candidates(run_dir, dataset, split, cfg.data)
-    header = {"dataset": dataset.name, "protocol": split.protocol, "candidates": cfg.data.n_candidates}
-    shared = MetricsFile(run_dir / "metrics.json", **header)
-    rows = {"popularity": evaluate_teacher(train_teacher("popularity", cfg.teacher, dataset, split, seed=cfg.seed),
-                                           None, sets)}
-    shared.add("popularity", rows["popularity"])
-    for name in cfg.teacher.models:
-        out = run_dir / "teacher" / name
-        teacher = train_teacher(name, cfg.teacher, dataset, split, seed=cfg.seed, out_dir=out)
-        rows[name] = evaluate_teacher(teacher, None, sets) | {"seconds": teacher.info["seconds"]}
-        own = MetricsFile(out / "metrics.json", **header)
-        own.add("popularity", rows["popularity"])
-        own.add(name, rows[name])
-        shared.add(name, rows[name])
-        export_topk(teacher, dataset, split, out / "topk.json", cfg.teacher.topk)
-    print(format_table(rows))
-    return rows
+    return run_command(cfg, until="teach")
