@@ -172,7 +172,7 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     valid = lsr_for(ctx, ctx.cands["valid"], use_soft, hint)
     scorer = new_lm(cfg)
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
-    add_adalora(scorer.backbone, cfg.stage2)
+    add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
     result = finetune(scorer, soft, train, valid, cfg.stage2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
                       eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}")
     if not result["finished"]:

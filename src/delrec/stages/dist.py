@@ -32,6 +32,13 @@ def all_reduce_mean_(tensors) -> None:
             t.div_(n)
 
 
+def global_mean(value: float) -> float:
+    """A per-process number (a logged loss) averaged over processes."""
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    all_reduce_mean_([t])
+    return float(t)
+
+
 def gather_rows(rows: list, n_total: int) -> list:
     """Undo round-robin sharding (`rows[rank::world]`) of evaluation work."""
     _, n = world()

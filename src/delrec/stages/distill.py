@@ -52,6 +52,8 @@ def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Pa
     if not tasks:
         raise ValueError("stage 1 has no training examples")
     scorer.backbone.model.eval()
+    # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher, say).
+    torch.manual_seed(seed)
     soft_prompt.requires_grad_(True)
     w = soft_prompt.weight
 
@@ -66,6 +68,7 @@ def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Pa
                 grads[t] += g
                 logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + loss.item() / cfg.grad_accum
         dist.all_reduce_mean_(list(grads.values()))
+        logs = {k: dist.global_mean(v) for k, v in logs.items()}
         weights = task_weights({t: float(g.norm()) for t, g in grads.items()}, cfg.alpha)
         w.grad = sum(weights[t] * grads[t] for t in tasks)
         logs |= {f"w_{t}": weights[t] for t in tasks}

@@ -19,13 +19,15 @@ from delrec.config import StageConfig
 from delrec.evaluate import ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
 from delrec.stages.batches import batch_indices
+from delrec.stages.dist import global_mean
 from delrec.stages.loop import JsonlLog, Trainer
 
 FULL_STATE = "adapter_full.safetensors"
 
 
-def add_adalora(backbone, cfg: StageConfig):
-    """Wrap the backbone's model in place; returns the peft model."""
+def add_adalora(backbone, cfg: StageConfig, seed: int = 0):
+    """Wrap the backbone's model in place; returns the peft model. The adapter initialisation is seeded on
+    its own, so every process of a distributed run (and a single-process run) starts from the same weights."""
     total = cfg.steps
     tfinal = cfg.tfinal or max(1, total // 5)
     tinit = cfg.tinit or max(0, total // 10)
@@ -36,7 +38,9 @@ def add_adalora(backbone, cfg: StageConfig):
                            total_step=total, tinit=tinit, tfinal=tfinal, deltaT=cfg.deltaT,
                            orth_reg_weight=cfg.orth_reg_weight,
                            task_type="SEQ_2_SEQ_LM" if backbone.is_encoder_decoder else "CAUSAL_LM")
-    model = get_peft_model(backbone.model, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = get_peft_model(backbone.model, config)
     backbone.model = model
     return model
 
@@ -101,6 +105,8 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
     params = trainable_params(model)
     valid = valid[:cfg.max_eval_examples]
     alloc, lcfg = _allocator_state(model)
+    # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher, say).
+    torch.manual_seed(seed)
 
     def step_fn(step: int) -> dict:
         model.train()
@@ -113,8 +119,8 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
             loss = F.cross_entropy(scores.float(), labels)
             reg = orthogonal_regulariser(model)
             ((loss + cfg.orth_reg_weight * reg) / cfg.grad_accum).backward()
-            total += float(loss) / cfg.grad_accum
-        return {"loss": total, "orth_reg": float(reg)}
+            total += loss.item() / cfg.grad_accum
+        return {"loss": global_mean(total), "orth_reg": float(reg)}
 
     def post_step(step: int) -> None:
         model.base_model.update_and_allocate(step)
