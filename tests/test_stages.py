@@ -102,3 +102,23 @@ def test_stage2_adalora_trains_reallocates_and_keeps_soft_prompt(tmp_path):
     assert pattern and sum(kept) < 6 * len(kept), "AdaLoRA did not prune any rank"
     assert sum(kept) <= cfg.target_r * len(kept)  # the final budget, spread unevenly over modules
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
+
+
+def test_lion_minimises_and_its_state_survives_a_checkpoint(tmp_path):
+    from delrec.stages.checkpoint import load_optimizer_tensors, optimizer_tensors
+    from delrec.stages.optim import Lion
+
+    w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
+    opt = Lion([w], lr=0.1)
+    for t in range(200):  # sign updates need the decaying schedule the loop applies
+        opt.param_groups[0]["lr"] = 0.1 * (1 - t / 200)
+        opt.zero_grad()
+        (w ** 2).sum().backward()
+        opt.step()
+    assert w.abs().max() < 0.01
+    tensors, groups = optimizer_tensors(opt)
+    save_checkpoint(tmp_path / "c.safetensors", tensors, {"groups": groups})
+    loaded, meta = load_checkpoint(tmp_path / "c.safetensors")
+    opt2 = Lion([torch.nn.Parameter(w.detach().clone())], lr=0.1)
+    load_optimizer_tensors(opt2, loaded, meta["groups"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
