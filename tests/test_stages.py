@@ -122,3 +122,27 @@ def test_lion_minimises_and_its_state_survives_a_checkpoint(tmp_path):
     opt2 = Lion([torch.nn.Parameter(w.detach().clone())], lr=0.1)
     load_optimizer_tensors(opt2, loaded, meta["groups"])
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+def _stage2(tmp_path, stop_after=None, resume=False):
+    ds, split = world()
+    builder, _ = stage1_examples(ds, split)
+    train, valid = lsr_examples(ds, split, builder, soft=False)
+    scorer = tiny_scorer(ds)
+    cfg = StageConfig(steps=8, batch_size=4, lr=0.01, warmup=1, eval_every=2, max_eval_examples=8, init_r=6,
+                      target_r=2, tinit=1, tfinal=2, patience=10)
+    model = add_adalora(scorer.backbone, cfg, seed=0)
+    out = finetune(scorer, None, train, valid, cfg, tmp_path, seed=0, resume=resume, stop_after=stop_after,
+                   eval_batch_size=8)
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}, out, model
+
+
+def test_stage2_resume_restores_adapter_optimizer_and_rank_allocator(tmp_path):
+    full, out_full, m_full = _stage2(tmp_path / "a")
+    _, cut, _ = _stage2(tmp_path / "b", stop_after=5)  # killed after step 5; last checkpoint at step 4
+    assert not cut["finished"]
+    resumed, out_res, m_res = _stage2(tmp_path / "b", resume=True)
+    assert out_res["finished"] and out_res["evals"] == out_full["evals"]
+    for n, p in full.items():
+        assert torch.equal(resumed[n], p), n
+    assert m_res.peft_config["default"].rank_pattern == m_full.peft_config["default"].rank_pattern
