@@ -143,6 +143,11 @@ class EvalConfig:
     batch_size: int = 8
     bootstrap: int = 1000
 
+    def validate(self) -> None:
+        known = ("popularity", "teachers", "lm-zero-shot", "lsr-only", "delrec", "delrec-no-ta", "delrec-no-rps")
+        for m in self.methods:
+            _choice("eval.methods", m, known)
+
 
 @dataclass
 class RunConfig:
@@ -164,6 +169,7 @@ class RunConfig:
         self.lm.validate()
         self.stage1.validate("stage1")
         self.stage2.validate("stage2")
+        self.eval.validate()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
