@@ -47,7 +47,9 @@ def worker(mode: str, precision: str, batch: int, steps: int) -> dict:
     from delrec.lm.soft_prompt import SoftPrompt
     from delrec.stages.finetune import add_adalora, orthogonal_regulariser
 
-    backbone = load_backbone(LMConfig(backbone="smollm2-offline"))
+    # bf16 = fp32 weights under bf16 autocast; bf16-weights = the frozen LM stored in bf16 (no per-call casts)
+    backbone = load_backbone(LMConfig(backbone="smollm2-offline",
+                                      dtype="bf16" if precision == "bf16-weights" else "fp32"))
     scorer = CandidateScorer(backbone, "title-likelihood", autocast_bf16=precision == "bf16")
     soft = SoftPrompt.create(20, backbone, seed=0)
     rows = _examples(_titles(), batch, 20)
@@ -91,6 +93,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--worker", nargs=2, metavar=("MODE", "PRECISION"))
+    ap.add_argument("--precisions", default="fp32,bf16,bf16-weights")
+    ap.add_argument("--modes", default="infer,stage1,stage2")
+    ap.add_argument("--suffix", default="", help="results file name suffix")
     args = ap.parse_args(argv)
     import torch
 
@@ -99,9 +104,10 @@ def main(argv=None) -> None:
         print(json.dumps(worker(*args.worker, args.batch, args.steps)))
         return
     peak = {p: matmul_peak(p) for p in ("fp32", "bf16")}
+    peak["bf16-weights"] = peak["bf16"]
     rows = []
-    for precision in ("fp32", "bf16"):
-        for mode in ("infer", "stage1", "stage2"):
+    for precision in args.precisions.split(","):
+        for mode in args.modes.split(","):
             cmd = [sys.executable, __file__, "--worker", mode, precision, "--threads", str(args.threads),
                    "--steps", str(args.steps), "--batch", str(args.batch)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -110,16 +116,17 @@ def main(argv=None) -> None:
             rows.append(row)
             print(row, flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"threads": args.threads, "matmul_peak_flop_per_s": peak, "rows": rows,
+    out = RESULTS / f"throughput{args.suffix}"
+    doc = {"threads": args.threads, "matmul_peak_flop_per_s": peak, "rows": rows, "out": str(out),
            "command": "python benchmarks/throughput.py " + " ".join(argv or sys.argv[1:])}
-    (RESULTS / "throughput.json").write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"# Stage throughput, SmolLM2-135M, batch {args.batch} x 20 candidates, {args.threads} threads", "",
              f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s", "",
              "| mode | precision | examples/s | s/batch | peak RSS MB | GFLOP/s | fraction of peak |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['mode']} | {r['precision']} | {r['examples_per_s']} | {r['s_per_batch']} | {r['peak_rss_mb']} | "
               f"{r['flop_per_s'] / 1e9:.1f} | {r['fraction_of_peak']} |" for r in rows]
-    (RESULTS / "throughput.md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
