@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from delrec.metrics import ranks_from_scores, summarize
+from delrec.metrics import per_example, ranks_from_scores, summarize
 from delrec.stages import dist
 
 
@@ -30,11 +30,14 @@ def metric_row(scores: np.ndarray, labels, *, n_boot: int = 1000) -> dict:
     return summarize(ranks_from_scores(scores, labels), n_boot=n_boot)
 
 
+def _mean_metric(scores: np.ndarray, labels, name: str) -> float:
+    return float(per_example(ranks_from_scores(scores, labels))[name].mean()) if len(labels) else 0.0
+
+
 def accuracy(scores: np.ndarray, labels) -> float:
-    return float((ranks_from_scores(scores, labels) == 1).mean()) if len(labels) else 0.0
+    return _mean_metric(scores, labels, "hr@1")
 
 
 def ndcg5(scores: np.ndarray, labels) -> float:
-    r = ranks_from_scores(scores, labels)
-    return float(((r <= 5) / np.log2(r + 1.0)).mean()) if len(labels) else 0.0
+    return _mean_metric(scores, labels, "ndcg@5")
 

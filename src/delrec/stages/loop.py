@@ -18,7 +18,6 @@ import torch
 from tqdm.auto import tqdm
 
 from delrec.config import StageConfig
-from delrec.io import atomic_path
 from delrec.stages import dist
 from delrec.stages.checkpoint import (
     load_checkpoint,
@@ -154,7 +153,3 @@ class Trainer:
         self.log.write(stage=self.name, step=st.step, event="eval", valid=metric, best=st.best_metric,
                        elapsed_s=round(elapsed, 1))
 
-
-def write_json(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
