@@ -14,6 +14,7 @@ stage-1/2 backward (no weight gradients for the frozen LM), so the training frac
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def matmul_peak(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def worker(mode: str, precision: str, batch: int, steps: int) -> dict:
+def make_step(mode: str, precision: str, batch: int, attn: str = "", candidate_pass: str = "auto"):
+    """(step(i), info): one scoring batch or training step of `mode` on SmolLM2, and its token count."""
     import torch
     import torch.nn.functional as F
 
@@ -50,7 +52,10 @@ def worker(mode: str, precision: str, batch: int, steps: int) -> dict:
     # bf16 = fp32 weights under bf16 autocast; bf16-weights = the frozen LM stored in bf16 (no per-call casts)
     backbone = load_backbone(LMConfig(backbone="smollm2-offline",
                                       dtype="bf16" if precision == "bf16-weights" else "fp32"))
-    scorer = CandidateScorer(backbone, "title-likelihood", autocast_bf16=precision == "bf16")
+    scorer = CandidateScorer(backbone, "title-likelihood", autocast_bf16=precision == "bf16",
+                             candidate_pass=candidate_pass)
+    if attn:
+        backbone.model.set_attn_implementation(attn)
     soft = SoftPrompt.create(20, backbone, seed=0)
     rows = _examples(_titles(), batch, 20)
     prompts, cands = [r[0] for r in rows], [r[2] for r in rows]
@@ -64,9 +69,8 @@ def worker(mode: str, precision: str, batch: int, steps: int) -> dict:
         model = add_adalora(backbone, cfg)
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    for step in range(steps + 1):  # the first step warms up allocator and caches
-        t = time.perf_counter()
+
+    def step(i: int) -> None:
         if mode == "infer":
             with torch.no_grad():
                 scorer.score(prompts, cands, soft)
@@ -77,14 +81,23 @@ def worker(mode: str, precision: str, batch: int, steps: int) -> dict:
             loss = F.cross_entropy(scorer.score(prompts, cands, soft), labels)
             (loss + 0.5 * orthogonal_regulariser(backbone.model)).backward()
             opt.step()
-            backbone.model.base_model.update_and_allocate(step)
+            backbone.model.base_model.update_and_allocate(i)
             opt.zero_grad()
+    return step, {"tokens": tokens, "n_params": n_params}
+
+
+def worker(mode: str, precision: str, batch: int, steps: int, candidate_pass: str = "auto") -> dict:
+    step, info = make_step(mode, precision, batch, candidate_pass=candidate_pass)
+    times = []
+    for i in range(steps + 1):  # the first step warms up allocator and caches
+        t = time.perf_counter()
+        step(i)
         times.append(time.perf_counter() - t)
     sec = sum(times[1:]) / steps
-    flops = 2 * n_params * tokens * (1 if mode == "infer" else 3)
-    return {"mode": mode, "precision": precision, "batch": batch, "s_per_batch": round(sec, 3),
-            "examples_per_s": round(batch / sec, 3), "tokens_per_batch": tokens, "flop_per_s": flops / sec,
-            "peak_rss_mb": _status_kb("VmHWM") // 1024}
+    flops = 2 * info["n_params"] * info["tokens"] * (1 if mode == "infer" else 3)
+    return {"mode": mode, "precision": precision, "pass": candidate_pass, "batch": batch,
+            "s_per_batch": round(sec, 3), "examples_per_s": round(batch / sec, 3),
+            "tokens_per_batch": info["tokens"], "flop_per_s": flops / sec, "peak_rss_mb": _status_kb("VmHWM") // 1024}
 
 
 def main(argv=None) -> None:
@@ -92,7 +105,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--worker", nargs=2, metavar=("MODE", "PRECISION"))
+    ap.add_argument("--worker", nargs=3, metavar=("MODE", "PRECISION", "PASS"))
+    ap.add_argument("--passes", default="auto", help="lm.candidate_pass values to compare, e.g. cached,packed")
     ap.add_argument("--precisions", default="fp32,bf16,bf16-weights")
     ap.add_argument("--modes", default="infer,stage1,stage2")
     ap.add_argument("--suffix", default="", help="results file name suffix")
@@ -106,15 +120,16 @@ def main(argv=None) -> None:
     peak = {p: matmul_peak(p) for p in ("fp32", "bf16")}
     peak["bf16-weights"] = peak["bf16"]
     rows = []
-    for precision in args.precisions.split(","):
-        for mode in args.modes.split(","):
-            cmd = [sys.executable, __file__, "--worker", mode, precision, "--threads", str(args.threads),
-                   "--steps", str(args.steps), "--batch", str(args.batch)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            row = json.loads(out)
-            row["fraction_of_peak"] = round(row["flop_per_s"] / peak[precision], 4)
-            rows.append(row)
-            print(row, flush=True)
+    # Modes innermost-but-one so that the passes of one mode run back to back (same machine load).
+    for precision, mode, candidate_pass in itertools.product(args.precisions.split(","), args.modes.split(","),
+                                                             args.passes.split(",")):
+        cmd = [sys.executable, __file__, "--worker", mode, precision, candidate_pass, "--threads",
+               str(args.threads), "--steps", str(args.steps), "--batch", str(args.batch)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        row = json.loads(out)
+        row["fraction_of_peak"] = round(row["flop_per_s"] / peak[precision], 4)
+        rows.append(row)
+        print(row, flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"throughput{args.suffix}"
     doc = {"threads": args.threads, "matmul_peak_flop_per_s": peak, "rows": rows, "out": str(out),
@@ -122,10 +137,17 @@ def main(argv=None) -> None:
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"# Stage throughput, SmolLM2-135M, batch {args.batch} x 20 candidates, {args.threads} threads", "",
              f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s", "",
-             "| mode | precision | examples/s | s/batch | peak RSS MB | GFLOP/s | fraction of peak |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['mode']} | {r['precision']} | {r['examples_per_s']} | {r['s_per_batch']} | {r['peak_rss_mb']} | "
+             "| mode | precision | candidate pass | examples/s | s/batch | peak RSS MB | GFLOP/s | fraction of peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r['precision']} | {r['pass']} | {r['examples_per_s']} | {r['s_per_batch']} | "
+              f"{r['peak_rss_mb']} | "
               f"{r['flop_per_s'] / 1e9:.1f} | {r['fraction_of_peak']} |" for r in rows]
+    by = {(r["mode"], r["precision"], r["pass"]): r for r in rows}
+    ratios = [f"- {m}, {p}: packed / cached = {r['examples_per_s'] / by[m, p, 'cached']['examples_per_s']:.2f}x "
+              f"examples/s, peak RSS {r['peak_rss_mb']} vs {by[m, p, 'cached']['peak_rss_mb']} MB"
+              for (m, p, c), r in by.items() if c == "packed" and (m, p, "cached") in by]
+    if ratios:
+        lines += ["", "Before (cached) / after (packed), measured in this run:", ""] + ratios
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -34,13 +34,17 @@ def _soft(bb, n=6, seed=0):
     return SoftPrompt.create(n, bb, "vocab", seed)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_cached_title_likelihood_equals_reference(backbones, kind):
+PASSES = [("t5", "auto"), ("llama", "cached"), ("llama", "packed"), ("gpt2", "cached"), ("gpt2", "packed")]
+
+
+@pytest.mark.parametrize("kind,candidate_pass", PASSES)
+def test_title_likelihood_equals_reference(backbones, kind, candidate_pass):
     bb = backbones[kind]
     soft = _soft(bb)
     # chunk_rows: 0 = all 15 (prompt, title) rows in one continuation pass; 4 = four chunks of sorted rows.
     for norm, chunk in (("mean", 0), ("sum", 4), ("mean", 16)):
-        scorer = CandidateScorer(bb, "title-likelihood", length_norm=norm, chunk_rows=chunk)
+        scorer = CandidateScorer(bb, "title-likelihood", length_norm=norm, chunk_rows=chunk,
+                                 candidate_pass=candidate_pass)
         with torch.no_grad():
             fast = scorer.score(PROMPTS, CANDS, soft)
             slow = reference_title_likelihood(bb, PROMPTS, CANDS, soft, length_norm=norm)
@@ -48,9 +52,36 @@ def test_cached_title_likelihood_equals_reference(backbones, kind):
         assert fast.std() > 0.05  # the random model's scores really depend on the input
         assert torch.allclose(fast, slow, atol=1e-4), (fast - slow).abs().max()
     with torch.no_grad():  # without a soft prompt the marker is simply removed
-        fast = CandidateScorer(bb).score(PROMPTS, CANDS, None)
+        fast = CandidateScorer(bb, candidate_pass=candidate_pass).score(PROMPTS, CANDS, None)
         slow = reference_title_likelihood(bb, [p.replace(T.SOFT, "") for p in PROMPTS], CANDS, None)
     assert torch.allclose(fast, slow, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_packed_pass_matches_cached_in_value_and_gradient_under_any_attention(kind):
+    bb = tiny_backbone(kind)
+    soft = _soft(bb)
+    labels = torch.tensor([0, 3, 1])
+    grads = {}
+    for impl in ("sdpa", "eager"):
+        bb.model.set_attn_implementation(impl)
+        for candidate_pass in ("cached", "packed"):
+            soft.weight.grad = None
+            scores = CandidateScorer(bb, candidate_pass=candidate_pass).score(PROMPTS, CANDS, soft)
+            torch.nn.functional.cross_entropy(scores, labels).backward()
+            grads[impl, candidate_pass] = (scores.detach(), soft.weight.grad.clone())
+    ref_scores, ref_grad = grads["sdpa", "cached"]
+    assert ref_grad.abs().sum() > 0
+    for scores, grad in grads.values():
+        assert torch.allclose(scores, ref_scores, atol=1e-4)
+        assert torch.allclose(grad, ref_grad, atol=1e-5, rtol=1e-3)
+
+
+def test_candidate_pass_is_validated(backbones):
+    with pytest.raises(DelrecError, match="candidate_pass"):
+        CandidateScorer(backbones["llama"], candidate_pass="fast")
+    with pytest.raises(DelrecError, match="decoder-only"):
+        CandidateScorer(backbones["t5"], candidate_pass="packed")
 
 
 @pytest.mark.parametrize("kind", KINDS)

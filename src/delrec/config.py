@@ -84,6 +84,7 @@ class LMConfig:
     max_title_tokens: int = 24
     max_prompt_tokens: int = 1024
     chunk_rows: int = 16                # title-likelihood: (prompt, title) rows per continuation pass; 0 = all
+    candidate_pass: str = "auto"        # title-likelihood, decoder-only: packed | cached | auto (packed when training)
     cache_dir: str = ""                 # where converted offline models live; empty = ~/.cache/delrec
 
     def validate(self) -> None:
@@ -93,6 +94,7 @@ class LMConfig:
         _choice("lm.length_norm", self.length_norm, ("mean", "sum"))
         _positive("lm.n_soft", self.n_soft, minimum=0)
         _positive("lm.chunk_rows", self.chunk_rows, minimum=0)
+        _choice("lm.candidate_pass", self.candidate_pass, ("auto", "packed", "cached"))
 
 
 @dataclass

@@ -100,12 +100,9 @@ def builder_for(ctx: Context, letters: bool) -> PromptBuilder:
 
 def new_lm(cfg: RunConfig):
     from delrec.lm.backbone import load_backbone
-    from delrec.lm.scoring import CandidateScorer
+    from delrec.lm.scoring import scorer_from_config
 
-    backbone = load_backbone(cfg.lm)
-    return CandidateScorer(backbone, cfg.lm.scorer, length_norm=cfg.lm.length_norm,
-                           max_title_tokens=cfg.lm.max_title_tokens, max_prompt_tokens=cfg.lm.max_prompt_tokens,
-                           autocast_bf16=cfg.lm.autocast_bf16)
+    return scorer_from_config(load_backbone(cfg.lm), cfg.lm)
 
 
 def stage1(ctx: Context, teacher, variant: str, resume: bool):

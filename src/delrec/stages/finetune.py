@@ -7,6 +7,7 @@ allocator needs `update_and_allocate(step)` after every optimiser step: both are
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -66,7 +67,10 @@ def save_adapter(model, folder: Path) -> None:
     peft's AdaLoRA reload of a pruned rank pattern is not reliable across versions."""
     from delrec.io import atomic_path
 
-    model.save_pretrained(str(folder))
+    with warnings.catch_warnings():
+        # AdaLoRA prunes some modules to rank 0; peft mistakes their (0, n) tensors for unsaved ZeRO-3 shards.
+        warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape.*")
+        model.save_pretrained(str(folder))
     with atomic_path(Path(folder) / FULL_STATE) as tmp:
         save_file({n: p.detach().contiguous().cpu() for n, p in trainable_params(model).items()}, str(tmp))
 
@@ -120,7 +124,7 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
             reg = orthogonal_regulariser(model)
             ((loss + cfg.orth_reg_weight * reg) / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
-        return {"loss": global_mean(total), "orth_reg": float(reg)}
+        return {"loss": global_mean(total), "orth_reg": float(reg.detach())}
 
     def post_step(step: int) -> None:
         model.base_model.update_and_allocate(step)
