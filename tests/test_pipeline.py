@@ -70,3 +70,16 @@ def test_bad_config_key_is_one_line_error(capsys):
     assert main(["run", "--config", str(ROOT / "configs/demo.yaml"), "--set", "stage1.nope=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "stage1.nope" in err and "\n" not in err
+
+
+def test_teacher_cache_key_ignores_the_other_reported_teachers(tmp_path):
+    from delrec.config import load_config
+    from delrec.runs import RunDir
+
+    run = RunDir(tmp_path)
+    one = load_config(None, ["teacher.models=[sasrec]"])
+    two = load_config(None, ["teacher.models=[sasrec,caser]"])
+    wider = load_config(None, ["teacher.models=[sasrec]", "teacher.hidden=32"])
+    assert run.teacher_key(one, "sasrec") == run.teacher_key(two, "sasrec")
+    assert run.stage1_key(one, "delrec") == run.stage1_key(two, "delrec")
+    assert run.teacher_key(one, "sasrec") != run.teacher_key(wider, "sasrec")

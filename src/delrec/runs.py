@@ -43,7 +43,9 @@ class RunDir:
         return self.path("teacher", model)
 
     def teacher_key(self, cfg: RunConfig, model: str) -> str:
-        return digest(self.data_key(cfg), cfg.teacher, model, cfg.seed)
+        settings = asdict(cfg.teacher)
+        settings.pop("models")  # which other teachers are reported does not change this one
+        return digest(self.data_key(cfg), settings, model, cfg.seed)
 
     def stage1_key(self, cfg: RunConfig, variant: str) -> str:
         return digest(self.teacher_key(cfg, cfg.teacher.models[0]), cfg.lm, cfg.stage1, variant)
