@@ -1,6 +1,8 @@
 """HR/NDCG over candidate scores: pessimistic ties, hand-computed values, bootstrap CIs, metrics.json."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +62,36 @@ def test_metrics_file_and_table(tmp_path):
     assert again.data["dataset"] == "ml-100k" and again.rows["random"]["n"] == 95
     table = format_table(again.rows)
     assert "| random | 0.0500 | 0.2500 | - | 95 |" in table.splitlines()
+
+
+def _load_aggregate():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aggregate", Path(__file__).resolve().parents[1]
+                                                  / "benchmarks" / "aggregate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_aggregate_merges_parts_and_averages_seeds(tmp_path):
+    agg = _load_aggregate()
+
+    def write(name, rows):
+        path = tmp_path / name
+        path.write_text(json.dumps({"dataset": "d", "protocol": "leave-one-out", "candidates": 20, "rows": rows}))
+        return path
+
+    def row(v):
+        return {"hr@1": v, "hr@5": v, "ndcg@5": v, "n": 10}
+
+    a = write("a.json", {"popularity": row(0.2), "delrec": row(0.1)})
+    b = write("b.json", {"popularity": row(0.2), "delrec-no-ta": row(0.3)})
+    merged = agg.merge([a, b])
+    assert set(merged["rows"]) == {"popularity", "delrec", "delrec-no-ta"}
+    with pytest.raises(SystemExit, match="popularity"):
+        agg.merge([a, write("c.json", {"popularity": row(0.25)})])
+    seeds = [write(f"s{i}.json", {"delrec": row(v)}) for i, v in enumerate((0.1, 0.2, 0.3))]
+    summary = agg.aggregate(seeds)["delrec"]
+    assert summary["seeds"] == 3 and summary["hr@1"]["mean"] == pytest.approx(0.2)
+    assert summary["hr@1"]["std"] == pytest.approx(0.1)  # sample std (ddof=1)
