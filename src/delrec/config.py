@@ -84,7 +84,7 @@ class LMConfig:
     max_title_tokens: int = 24
     max_prompt_tokens: int = 1024
     chunk_rows: int = 16                # title-likelihood: (prompt, title) rows per continuation pass; 0 = all
-    candidate_pass: str = "auto"        # title-likelihood, decoder-only: packed | cached | auto (packed when training)
+    candidate_pass: str = "auto"        # title-likelihood: auto (packed for decoder-only, cached for T5) | packed | cached
     cache_dir: str = ""                 # where converted offline models live; empty = ~/.cache/delrec
 
     def validate(self) -> None:
