@@ -115,7 +115,8 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.batch, args.steps)))
+        mode, precision, candidate_pass = args.worker
+        print(json.dumps(worker(mode, precision, args.batch, args.steps, candidate_pass)))
         return
     peak = {p: matmul_peak(p) for p in ("fp32", "bf16")}
     peak["bf16-weights"] = peak["bf16"]
