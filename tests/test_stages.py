@@ -28,13 +28,14 @@ def test_task_weights_follow_inverse_gradient_norms():
     assert task_weights({"ta": 2.0}, 0.5) == {"ta": 1.0}
 
 
-def _stage1(tmp_path, steps=6, stop_after=None, resume=False, tasks=("ta", "rps")):
+def _stage1(tmp_path, steps=6, stop_after=None, resume=False, tasks=("ta", "rps"), eval_every=2, minutes=10.0):
     torch.manual_seed(0)
     ds, split = world()
     _, (ta_tr, rps_tr, ta_va, rps_va) = stage1_examples(ds, split)
     scorer = tiny_scorer(ds)
     soft = _soft(scorer)
-    cfg = StageConfig(steps=steps, batch_size=4, lr=0.05, warmup=1, eval_every=2, max_eval_examples=8, patience=10)
+    cfg = StageConfig(steps=steps, batch_size=4, lr=0.05, warmup=1, eval_every=eval_every, max_eval_examples=8,
+                      patience=10, checkpoint_minutes=minutes)
     out = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg, tmp_path, seed=0, tasks=tasks,
                   resume=resume, stop_after=stop_after, eval_batch_size=8)
     return scorer, soft, out
@@ -64,6 +65,17 @@ def test_stage1_resume_matches_uninterrupted_run(tmp_path):
     assert out_res["finished"]
     assert torch.equal(resumed.weight, full.weight)
     assert out_res["evals"] == out_full["evals"]
+
+
+def test_checkpoints_between_validations_after_checkpoint_minutes(tmp_path):
+    _, full, out_full = _stage1(tmp_path / "a", steps=6, eval_every=6)
+    # checkpoint_minutes=0: a checkpoint after every step, so a kill after step 4 loses nothing
+    _, _, out_cut = _stage1(tmp_path / "b", steps=6, stop_after=4, eval_every=6, minutes=0.0)
+    assert not out_cut["finished"]
+    _, resumed, out_res = _stage1(tmp_path / "b", steps=6, resume=True, eval_every=6, minutes=0.0)
+    logs = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if r.get("event") == "resumed"] == [4]
+    assert torch.equal(resumed.weight, full.weight) and out_res["evals"] == out_full["evals"]
 
 
 def test_corrupt_checkpoint_is_reported_and_previous_kept(tmp_path):

@@ -111,6 +111,7 @@ class StageConfig:
     max_grad_norm: float = 1.0
     eval_every: int = 50
     patience: int = 4                   # evaluations without improvement before stopping
+    checkpoint_minutes: float = 10.0    # also checkpoint between validations once this much time has passed
     max_eval_examples: int = 200        # validation subset used for model selection
     alpha: float = 0.5                  # stage 1: gradient-norm weighting exponent
     init_r: int = 16                    # stage 2: AdaLoRA
@@ -128,6 +129,8 @@ class StageConfig:
         _positive(f"{name}.steps", self.steps)
         _positive(f"{name}.batch_size", self.batch_size)
         _positive(f"{name}.grad_accum", self.grad_accum)
+        if self.checkpoint_minutes < 0:
+            raise DelrecError(f"{name}.checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
         if self.warmup > self.steps:
             raise DelrecError(f"{name}.warmup ({self.warmup}) must not exceed {name}.steps ({self.steps})")
 

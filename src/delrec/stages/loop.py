@@ -112,7 +112,7 @@ class Trainer:
             st = self.state
             self.log.write(stage=self.name, event="resumed", step=st.step)
         bar = tqdm(total=cfg.steps, initial=st.step, desc=self.name, disable=not dist.is_main(), dynamic_ncols=True)
-        t0 = time.time()
+        t0 = last_save = time.time()
         done_this_run = 0
         while st.step < cfg.steps and st.bad_evals < cfg.patience:
             if stop_after is not None and done_this_run >= stop_after:
@@ -138,6 +138,11 @@ class Trainer:
             if st.step % cfg.eval_every == 0 or st.step == cfg.steps:
                 self._evaluate(evaluate, time.time() - t0)
                 self.save()
+                last_save = time.time()
+            elif time.time() - last_save >= 60 * cfg.checkpoint_minutes:
+                # A slow step (minutes on a CPU) should not cost a whole validation interval when killed.
+                self.save()
+                last_save = time.time()
         bar.close()
         return st
 
