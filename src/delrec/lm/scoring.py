@@ -101,7 +101,7 @@ class CandidateScorer:
         self.enc_dec = backbone.is_encoder_decoder
         if candidate_pass == "packed" and self.enc_dec:
             raise DelrecError("lm.candidate_pass: packed needs a decoder-only LM; use auto or cached")
-        # auto = packed for decoder-only LMs (lm/packed.py): 1.8x (scoring) to 2.3x (training) faster than cached on CPU
+        # auto = packed for decoder-only LMs (lm/packed.py): 1.5x (scoring) to 2.0x (training) faster than cached on CPU
         self.candidate_pass = candidate_pass
         self.append_eos = self.enc_dec if append_eos is None else append_eos
         tok = self.tok = backbone.tokenizer
