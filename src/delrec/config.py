@@ -122,6 +122,11 @@ class StageConfig:
     tfinal: int = 0
     deltaT: int = 1
     orth_reg_weight: float = 0.5
+    # Training cost levers (benchmarks/train_speed.py measures each); validation and test always score all
+    # candidates with the full model.
+    train_negatives: int = 0            # >0: each training example scores its target + this many of its negatives
+    train_layers: int = 0               # stage 2: adapt only the top N blocks (0 = all; decoder-only LMs)
+    cache_lower: bool = True            # stage 2 with train_layers: compute the frozen lower blocks once per example
     enabled: bool = True
 
     def validate(self, name: str = "stage") -> None:
@@ -131,6 +136,8 @@ class StageConfig:
         _positive(f"{name}.grad_accum", self.grad_accum)
         if self.checkpoint_minutes < 0:
             raise DelrecError(f"{name}.checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
+        _positive(f"{name}.train_negatives", self.train_negatives, minimum=0)
+        _positive(f"{name}.train_layers", self.train_layers, minimum=0)
         if self.warmup > self.steps:
             raise DelrecError(f"{name}.warmup ({self.warmup}) must not exceed {name}.steps ({self.steps})")
 

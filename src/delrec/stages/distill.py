@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from delrec.config import StageConfig
 from delrec.evaluate import accuracy, score_examples
 from delrec.stages import dist
-from delrec.stages.batches import batch_indices
+from delrec.stages.batches import batch_indices, step_rng, with_sampled_negatives
 from delrec.stages.loop import JsonlLog, Trainer
 
 
@@ -63,7 +63,9 @@ def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Pa
         for micro in range(cfg.grad_accum):
             for i, t in enumerate(tasks):
                 idx = batch_indices(len(train[t]), cfg.batch_size, step, micro, cfg.grad_accum, seed + i)
-                loss = _loss(scorer, [train[t][j] for j in idx], soft_prompt)
+                rng = step_rng(seed + i, step, micro)
+                batch = [with_sampled_negatives(train[t][j], cfg.train_negatives, rng) for j in idx]
+                loss = _loss(scorer, batch, soft_prompt)
                 (g,) = torch.autograd.grad(loss / cfg.grad_accum, w)
                 grads[t] += g
                 logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + loss.item() / cfg.grad_accum
@@ -80,6 +82,8 @@ def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Pa
         for t in tasks:
             s = score_examples(scorer, valid[t], soft_prompt, batch_size=eval_batch_size, desc=f"valid {t}")
             accs.append(accuracy(s, [e.label for e in valid[t]]))
+        log.write(stage=name, event="eval_tasks", step=trainer.state.step,
+                  **{f"valid_acc_{t}": a for t, a in zip(tasks, accs)})
         return sum(accs) / len(accs)
 
     trainer = Trainer(cfg, {"soft_prompt": w}, run_dir, name, log)
