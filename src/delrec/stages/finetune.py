@@ -120,8 +120,8 @@ def _allocator_state(model) -> tuple:
 
 def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, run_dir: Path, *, seed: int,
              resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
-             eval_batch_size: int = 8, name: str = "stage2") -> dict:
-    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5."""
+             eval_batch_size: int = 8, name: str = "stage2", metric=ndcg5) -> dict:
+    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`)."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
     model = scorer.backbone.model
@@ -160,7 +160,7 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
     def evaluate() -> float:
         model.eval()
         s = score_examples(fast, valid, soft_prompt, batch_size=eval_batch_size, desc="valid lsr")
-        return ndcg5(s, [e.label for e in valid])
+        return metric(s, [e.label for e in valid])
 
     def extra_state() -> dict:
         out = {}

@@ -132,7 +132,8 @@ class Trainer:
             st.step += 1
             done_this_run += 1
             logs = {k: (float(v) if torch.is_tensor(v) else v) for k, v in logs.items()}
-            self.log.write(stage=self.name, step=st.step, lr=lr, grad_norm=float(norm), **logs)
+            self.log.write(stage=self.name, step=st.step, lr=lr, grad_norm=float(norm),
+                           elapsed_s=round(time.time() - t0, 3), **logs)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if isinstance(v, float)}, refresh=False)
             if st.step % cfg.eval_every == 0 or st.step == cfg.steps:
