@@ -83,3 +83,17 @@ def test_teacher_cache_key_ignores_the_other_reported_teachers(tmp_path):
     assert run.teacher_key(one, "sasrec") == run.teacher_key(two, "sasrec")
     assert run.stage1_key(one, "delrec") == run.stage1_key(two, "delrec")
     assert run.teacher_key(one, "sasrec") != run.teacher_key(wider, "sasrec")
+
+
+def test_teacher_hint_ranks_the_examples_own_candidates():
+    import torch
+
+    from delrec.data.candidates import CandidateSet
+    from delrec.pipeline import candidate_hints
+
+    class ByIdTeacher:  # prefers higher item ids
+        def scores(self, histories):
+            return torch.arange(50, dtype=torch.float).repeat(len(histories), 1)
+
+    sets = [CandidateSet(0, (1, 2), (7, 30, 3, 12), 3), CandidateSet(1, (4,), (5, 41, 9, 2), 5)]
+    assert candidate_hints(ByIdTeacher(), sets, 2, chunk=1) == [[30, 12], [41, 9]]

@@ -151,6 +151,7 @@ class EvalConfig:
     methods: list = field(default_factory=lambda: ["popularity", "teachers", "lm-zero-shot", "lsr-only", "delrec"])
     ablations: bool = False             # also delrec-no-ta and delrec-no-rps
     teacher_hint: bool = False          # beyond the paper: row delrec+hint
+    hint_k: int = 5                     # delrec+hint: the teacher's top k of the example's own candidates
     order_robust: bool = False          # score under two candidate orders and average
     batch_size: int = 8
     bootstrap: int = 1000

@@ -133,10 +133,25 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
 
 
 def lsr_for(ctx: Context, sets: list[CandidateSet], soft: bool, hint_teacher=None) -> list:
-    """LSR prompts for candidate sets; with a teacher, its top-k titles go into the prompt (delrec+hint)."""
+    """LSR prompts for candidate sets; with a teacher, its ranking of each example's candidates goes into the
+    prompt (delrec+hint)."""
     builder = builder_for(ctx, ctx.cfg.lm.scorer == "index-letter")
-    hints = hint_teacher.topk([c.history for c in sets], ctx.cfg.teacher.topk) if hint_teacher else [None] * len(sets)
+    hints = candidate_hints(hint_teacher, sets, ctx.cfg.eval.hint_k) if hint_teacher else [None] * len(sets)
     return [builder.lsr(c, soft=soft, hint=h) for c, h in zip(sets, hints)]
+
+
+def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512) -> list[list[int]]:
+    """The teacher's top k of each example's own candidates, best first. Its global top-k (the paper's view of
+    the teacher) mostly misses the 20 candidates, so it tells the LM little about the choice at hand."""
+    out = []
+    for lo in range(0, len(sets), chunk):
+        part = sets[lo:lo + chunk]
+        scores = teacher.scores([c.history for c in part])
+        for c, s in zip(part, scores):
+            cands = list(c.candidates)
+            ranked = sorted(range(len(cands)), key=lambda j: (-float(s[cands[j]]), j))
+            out.append([cands[j] for j in ranked[:k]])
+    return out
 
 
 def evaluate_lm(ctx: Context, scorer, soft, method: str, examples_fn) -> dict:
