@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from delrec import dist
 from delrec.metrics import per_example, ranks_from_scores, summarize
-from delrec.stages import dist
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from delrec import DelrecError
+from delrec import DelrecError, dist
 from delrec.config import RunConfig
 from delrec.data.candidates import CandidateSet, make_candidates, read_candidates, write_candidates
 from delrec.data.registry import load_dataset
@@ -21,7 +21,6 @@ from delrec.evaluate import metric_row, score_examples
 from delrec.metrics import MetricsFile, format_table
 from delrec.prompts.examples import PromptBuilder, build_stage1
 from delrec.runs import RunDir, digest, fresh, is_done, mark_done
-from delrec.stages import dist
 from delrec.stages.loop import JsonlLog
 
 ABLATIONS = {"delrec": ("ta", "rps"), "delrec-no-ta": ("rps",), "delrec-no-rps": ("ta",)}

@@ -20,6 +20,7 @@ import torch
 
 from delrec import DelrecError
 from delrec.config import LMConfig
+from delrec.device import resolve_device
 
 SMOLLM2_NAME = "smollm2-offline"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,18 +53,6 @@ class Backbone:
     @property
     def dtype(self) -> torch.dtype:
         return self.input_embeddings().weight.dtype
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DelrecError(f"lm.device: {device!r} is not a torch device (use auto, cpu, cuda, cuda:0)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DelrecError(f"lm.device: {device!r} requested but CUDA is not available here; use auto or cpu")
-    return dev
 
 
 def load_backbone(cfg: LMConfig) -> Backbone:

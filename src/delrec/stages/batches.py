@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from delrec import DelrecError
-from delrec.stages import dist
+from delrec import DelrecError, dist
 
 
 @lru_cache(maxsize=64)

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from delrec import dist
 from delrec.config import StageConfig
 from delrec.evaluate import accuracy, score_examples
-from delrec.stages import dist
 from delrec.stages.batches import batch_indices
 from delrec.stages.loop import JsonlLog, Trainer
 

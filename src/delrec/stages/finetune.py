@@ -17,10 +17,10 @@ from safetensors.torch import load_file, save_file
 
 from delrec import DelrecError
 from delrec.config import StageConfig
+from delrec.dist import global_mean
 from delrec.evaluate import ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
 from delrec.stages.batches import batch_indices
-from delrec.stages.dist import global_mean
 from delrec.stages.loop import JsonlLog, Trainer
 
 FULL_STATE = "adapter_full.safetensors"

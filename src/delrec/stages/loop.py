@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from delrec import dist
 from delrec.config import StageConfig
-from delrec.stages import dist
 from delrec.stages.checkpoint import (
     load_checkpoint,
     load_optimizer_tensors,

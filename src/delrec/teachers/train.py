@@ -37,14 +37,11 @@ from delrec.config import RunConfig, TeacherConfig
 from delrec.data.candidates import CandidateSet
 from delrec.data.sequences import Dataset
 from delrec.data.split import Example, Split
+from delrec.device import resolve_device
 from delrec.io import atomic_path, atomic_write_text
 from delrec.metrics import ndcg_hr_full, ranks_from_scores, summarize
 from delrec.teachers import build_teacher
 from delrec.teachers.base import SequentialRecommender, history_mask, pad_histories
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
 
 
 def training_examples(train_sequences: Sequence[Sequence[int]], max_len: int, stride: int = 1):
@@ -140,7 +137,7 @@ class Teacher:
         cfg = TeacherConfig(**{k: v for k, v in meta["teacher"].items() if k in known})
         model = build_teacher(meta["name"], meta["n_items"], cfg)
         load_model(model, str(directory / "model.safetensors"))
-        return cls(meta["name"], model.to(resolve_device(device)).eval(), cfg, meta.get("info"))
+        return cls(meta["name"], model.to(resolve_device(device, "teacher.device")).eval(), cfg, meta.get("info"))
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -206,7 +203,7 @@ def train_teacher(name: str, cfg: TeacherConfig, dataset: Dataset, split: Split,
 def _train(name, cfg, dataset, split, *, seed, out_dir, progress) -> Teacher:
     n_items, t0 = dataset.n_items, time.perf_counter()
     seed_everything(seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "teacher.device")
     model = build_teacher(name, n_items, cfg)
     if not model.trainable:  # popularity: counted, not trained
         teacher = Teacher(name, model.fit(split.train_sequences).to(device), cfg, {"seconds": 0.0})
