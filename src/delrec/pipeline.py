@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from delrec import DelrecError, dist
+from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import RunConfig
 from delrec.data.candidates import CandidateSet, make_candidates, read_candidates, write_candidates
 from delrec.data.registry import load_dataset
@@ -22,8 +23,6 @@ from delrec.metrics import MetricsFile, format_table
 from delrec.prompts.examples import PromptBuilder, build_stage1
 from delrec.runs import RunDir, digest, fresh, is_done, mark_done
 from delrec.stages.loop import JsonlLog
-
-ABLATIONS = {"delrec": ("ta", "rps"), "delrec-no-ta": ("rps",), "delrec-no-rps": ("ta",)}
 
 
 @dataclass
@@ -123,7 +122,7 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     scorer = new_lm(cfg)
     soft = SoftPrompt.create(cfg.lm.n_soft, scorer.backbone, init=cfg.lm.soft_init, seed=cfg.seed)
     result = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg.stage1, folder, seed=cfg.seed,
-                     tasks=ABLATIONS[variant], resume=resume, log=ctx.log, eval_batch_size=cfg.eval.batch_size,
+                     tasks=SOFT_PROMPT_METHODS[variant], resume=resume, log=ctx.log, eval_batch_size=cfg.eval.batch_size,
                      name=f"stage1/{variant}")
     if not result["finished"]:
         raise DelrecError(f"stage 1 ({variant}) stopped before finishing; rerun with --resume")
@@ -207,7 +206,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate"
         metrics.add("lm-zero-shot", row)
     for method in methods:
         variant = method.replace("+hint", "")
-        if variant in ABLATIONS:
+        if variant in SOFT_PROMPT_METHODS:
             soft_path, key = stage1(ctx, teacher, variant, resume)
             if until == "distill":
                 continue

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 from delrec import DelrecError
+from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import load_config
 from delrec.data.candidates import CandidateSet, read_candidates, sample_negatives
 from delrec.data.registry import load_dataset
@@ -18,14 +19,13 @@ from delrec.prompts.examples import PromptBuilder
 
 def trained_methods(run_dir: Path) -> dict[str, Path]:
     """method name -> its finished stage-2 folder for the run's current config.yaml."""
-    from delrec.pipeline import ABLATIONS
     from delrec.runs import RunDir
 
     run = RunDir(run_dir)
     cfg = load_config(str(run.path("config.yaml")))
     out = {}
-    for method in ["lsr-only", *ABLATIONS]:  # delrec+hint needs the teacher at inference: not served here
-        key = run.stage1_key(cfg, method) if method in ABLATIONS else None
+    for method in ["lsr-only", *SOFT_PROMPT_METHODS]:  # delrec+hint needs the teacher at inference: not served here
+        key = run.stage1_key(cfg, method) if method in SOFT_PROMPT_METHODS else None
         folder = run.stage2_dir(cfg, method, key)
         if (folder / "done.json").exists():
             out[method] = folder

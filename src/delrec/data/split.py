@@ -6,9 +6,8 @@ import random
 from dataclasses import dataclass, field
 
 from delrec import DelrecError
+from delrec.choices import PROTOCOLS
 from delrec.data.sequences import Dataset
-
-PROTOCOLS = ("leave-one-out", "user-split", "predefined")
 
 
 @dataclass(frozen=True)

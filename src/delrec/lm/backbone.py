@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from delrec import DelrecError
+from delrec.choices import DTYPES
 from delrec.config import LMConfig
 from delrec.device import resolve_device
 
@@ -26,7 +27,6 @@ SMOLLM2_NAME = "smollm2-offline"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE = "smollm2-135m-instruct"
 TINY_KINDS = ("t5", "llama", "gpt2")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The T5 family's attention is q/k/v/o; GPT-2 fuses q, k and v into one Conv1D.
 _T5_TYPES = {"t5", "mt5", "umt5", "longt5"}
 _TARGETS = {"gpt2": ["c_attn"], **{t: ["q", "v"] for t in _T5_TYPES}}
@@ -59,7 +59,7 @@ def load_backbone(cfg: LMConfig) -> Backbone:
     """Load `cfg.backbone`, frozen and in eval mode, in `cfg.dtype` on `cfg.device`."""
     if cfg.dtype not in DTYPES:
         raise DelrecError(f"lm.dtype: {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
-    dtype, device, name = DTYPES[cfg.dtype], resolve_device(cfg.device), cfg.backbone
+    dtype, device, name = getattr(torch, DTYPES[cfg.dtype]), resolve_device(cfg.device), cfg.backbone
     if name.startswith("tiny-random-"):
         return tiny_backbone(name.removeprefix("tiny-random-"), dtype=dtype, device=device)
     if name == SMOLLM2_NAME:

@@ -42,10 +42,9 @@ from contextlib import nullcontext
 import torch
 
 from delrec import DelrecError
+from delrec.choices import CANDIDATE_PASSES, LENGTH_NORMS, SCORERS
 from delrec.prompts.templates import LETTERS, SOFT
 
-KINDS = ("title-likelihood", "first-token", "index-letter")
-PASSES = ("auto", "packed", "cached")
 _PROBE = "is"  # templates end with "... is" / "... is candidate"; titles are tokenised as its continuation
 
 
@@ -89,14 +88,15 @@ class CandidateScorer:
     def __init__(self, backbone, kind: str = "title-likelihood", length_norm: str = "mean",
                  max_title_tokens: int = 24, max_prompt_tokens: int = 1024, autocast_bf16: bool = False,
                  append_eos: bool | None = None, chunk_rows: int = 16, candidate_pass: str = "auto"):
-        if kind not in KINDS:
-            raise DelrecError(f"lm.scorer: {kind!r} is not one of {', '.join(KINDS)}")
-        if length_norm not in ("mean", "sum"):
-            raise DelrecError(f"lm.length_norm: {length_norm!r} is not one of mean, sum")
+        if kind not in SCORERS:
+            raise DelrecError(f"lm.scorer: {kind!r} is not one of {', '.join(SCORERS)}")
+        if length_norm not in LENGTH_NORMS:
+            raise DelrecError(f"lm.length_norm: {length_norm!r} is not one of {', '.join(LENGTH_NORMS)}")
         self.backbone, self.kind, self.length_norm = backbone, kind, length_norm
         self.max_title_tokens, self.max_prompt_tokens = max_title_tokens, max_prompt_tokens
-        if candidate_pass not in PASSES:
-            raise DelrecError(f"lm.candidate_pass: {candidate_pass!r} is not one of {', '.join(PASSES)}")
+        if candidate_pass not in CANDIDATE_PASSES:
+            raise DelrecError(f"lm.candidate_pass: {candidate_pass!r} is not one of "
+                              f"{', '.join(CANDIDATE_PASSES)}")
         self.autocast_bf16, self.chunk_rows = autocast_bf16, chunk_rows
         self.enc_dec = backbone.is_encoder_decoder
         if candidate_pass == "packed" and self.enc_dec:

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from delrec import DelrecError
+from delrec.choices import SOFT_INITS
 
 FORMAT = "delrec-soft-prompt/1"
-INITS = ("vocab", "normal")
 
 
 class SoftPrompt(nn.Module):
@@ -45,8 +45,8 @@ class SoftPrompt(nn.Module):
     def create(cls, n_soft: int, backbone, init: str = "vocab", seed: int = 0) -> SoftPrompt:
         """vocab: rows copied from randomly chosen vocabulary embeddings (the paper); normal: N(0, 1) (the
         released code). Seeded with its own generator, so the global RNG is left alone."""
-        if init not in INITS:
-            raise DelrecError(f"lm.soft_init: {init!r} is not one of {', '.join(INITS)}")
+        if init not in SOFT_INITS:
+            raise DelrecError(f"lm.soft_init: {init!r} is not one of {', '.join(SOFT_INITS)}")
         table = backbone.input_embeddings().weight
         prompt = cls(n_soft, int(table.shape[1]), init)
         gen = torch.Generator().manual_seed(seed)

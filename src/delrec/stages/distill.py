@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from delrec import dist
-from delrec.config import StageConfig
+from delrec import DelrecError, dist
+from delrec.config import Stage1Config
 from delrec.evaluate import accuracy, score_examples
 from delrec.stages.batches import batch_indices
 from delrec.stages.loop import JsonlLog, Trainer
@@ -40,7 +40,7 @@ def _loss(scorer, examples, soft) -> torch.Tensor:
     return F.cross_entropy(scores.float(), labels)
 
 
-def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Path, *, seed: int,
+def distill(scorer, soft_prompt, data: Stage1Data, cfg: Stage1Config, run_dir: Path, *, seed: int,
             tasks=("ta", "rps"), resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
             eval_batch_size: int = 8, name: str = "stage1") -> dict:
     """Train `soft_prompt` in place; the best weights (validation TA/RPS accuracy) are restored and saved."""
@@ -48,9 +48,11 @@ def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Pa
     log = log or JsonlLog(run_dir / "log.jsonl")
     train = {"ta": data.ta_train, "rps": data.rps_train}
     valid = {"ta": data.ta_valid[:cfg.max_eval_examples], "rps": data.rps_valid[:cfg.max_eval_examples]}
+    if not any(train[t] for t in tasks):
+        raise DelrecError(f"stage 1: no training examples for tasks {', '.join(tasks)} (TA needs training "
+                          f"histories of at least 5 items, RPS the teacher's top-k); check data.min_interactions "
+                          f"and data.max_train_examples")
     tasks = [t for t in tasks if train[t]]
-    if not tasks:
-        raise ValueError("stage 1 has no training examples")
     scorer.backbone.model.eval()
     # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher, say).
     torch.manual_seed(seed)

@@ -16,7 +16,7 @@ from peft import AdaLoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from delrec import DelrecError
-from delrec.config import StageConfig
+from delrec.config import Stage2Config
 from delrec.dist import global_mean
 from delrec.evaluate import ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
@@ -26,7 +26,7 @@ from delrec.stages.loop import JsonlLog, Trainer
 FULL_STATE = "adapter_full.safetensors"
 
 
-def add_adalora(backbone, cfg: StageConfig, seed: int = 0):
+def add_adalora(backbone, cfg: Stage2Config, seed: int = 0):
     """Wrap the backbone's model in place; returns the peft model. The adapter initialisation is seeded on
     its own, so every process of a distributed run (and a single-process run) starts from the same weights."""
     total = cfg.steps
@@ -75,7 +75,7 @@ def save_adapter(model, folder: Path) -> None:
         save_file({n: p.detach().contiguous().cpu() for n, p in trainable_params(model).items()}, str(tmp))
 
 
-def load_adapter(backbone, cfg: StageConfig, folder: Path):
+def load_adapter(backbone, cfg: Stage2Config, folder: Path):
     """Rebuild the AdaLoRA model of `cfg` on `backbone` and load the saved adapter tensors into it."""
     model = add_adalora(backbone, cfg)
     path = Path(folder) / FULL_STATE
@@ -97,7 +97,7 @@ def _allocator_state(model) -> tuple:
     return alloc, model.base_model.peft_config[model.base_model.trainable_adapter_name]
 
 
-def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, run_dir: Path, *, seed: int,
+def finetune(scorer, soft_prompt, train: list, valid: list, cfg: Stage2Config, run_dir: Path, *, seed: int,
              resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
              eval_batch_size: int = 8, name: str = "stage2") -> dict:
     """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5."""

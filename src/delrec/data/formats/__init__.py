@@ -12,10 +12,10 @@ import zlib
 from pathlib import Path
 
 from delrec import DelrecError
+from delrec.choices import FORMATS
 from delrec.config import DataConfig
 from delrec.data.sequences import Dataset
 
-FORMATS = ("movielens-100k", "movielens-1m", "llara", "atomic", "amazon-raw", "p5", "csv")
 AUTO = {"ml-100k": "movielens-100k", "ml-1m": "movielens-1m", "steam": "llara", "csv": "csv"}
 
 
