@@ -40,7 +40,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_teach(args) -> int:
-    from delrec.teachers.train import teach_command
+    from delrec.pipeline import teach_command
 
     cfg = _config(args)
     if args.model:  # replace() validates the section again (SASRec's hidden/heads check, say)

@@ -65,7 +65,10 @@ def candidate_file(cfg: RunConfig, run: RunDir, dataset, split: Split, name: str
 
 
 def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
-    from delrec.teachers.train import Teacher, evaluate_teacher, export_topk, train_teacher
+    from delrec.teachers.evaluation import evaluate_teacher
+    from delrec.teachers.teacher import Teacher
+    from delrec.teachers.topk import export_topk
+    from delrec.teachers.train import train_teacher
 
     cfg, teachers = ctx.cfg, {}
     popularity = train_teacher("popularity", cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, progress=False)
@@ -220,6 +223,11 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate"
         write_report(ctx.run.root, metrics)
         print(format_table(metrics.rows))
     return metrics.rows
+
+
+def teach_command(cfg: RunConfig) -> dict:
+    """`delrec teach`: the pipeline up to the teachers, on the same candidate files as `delrec run`."""
+    return run_command(cfg, until="teach")
 
 
 def distill_command(cfg: RunConfig, resume: bool = False) -> dict:
