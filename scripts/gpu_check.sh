@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 from delrec.config import Stage2Config
-from delrec.lm.backbone import Backbone, tiny_tokenizer
+from delrec.lm.backbone import Backbone
+from delrec.lm.tiny import tiny_tokenizer
 from delrec.lm.scoring import CandidateScorer
 from delrec.lm.soft_prompt import SoftPrompt
 from delrec.stages.finetune import add_adalora, orthogonal_regulariser

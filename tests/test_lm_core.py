@@ -8,9 +8,10 @@ import torch
 
 from delrec import DelrecError
 from delrec.config import LMConfig
-from delrec.lm.backbone import attention_target_modules, load_backbone, tiny_backbone, tiny_tokenizer
+from delrec.lm.backbone import attention_target_modules, load_backbone, tiny_backbone
 from delrec.lm.scoring import CandidateScorer, reference_title_likelihood
 from delrec.lm.soft_prompt import SoftPrompt
+from delrec.lm.tiny import tiny_tokenizer
 from delrec.prompts import templates as T
 
 HIST = ["Star Quest 1", "Star Quest 2", "Dragon Saga 1", "Dragon Saga 2", "Heist Files 3 (1997)",

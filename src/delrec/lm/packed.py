@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from delrec.lm.scoring import _model_params
+from delrec.lm.backbone import forward_params
 
 
 def _layout(prompt_lengths, titles, P: int):
@@ -86,7 +86,7 @@ def packed_title_scores(scorer, prepared, candidates, soft) -> torch.Tensor:
     as_bool = model.config._attn_implementation in ("sdpa", "flash_attention_2", "flex_attention")
     mask = _mask(layout, P, S, embeds.dtype, as_bool, device)
     keep = torch.arange(P - 1, S, device=device)  # logits from the answer position (column P - 1) on
-    if "logits_to_keep" in _model_params(model):
+    if "logits_to_keep" in forward_params(model):
         logits = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos.to(device), use_cache=False,
                        logits_to_keep=keep).logits.float()
     else:

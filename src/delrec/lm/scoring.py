@@ -35,7 +35,6 @@ Conventions (why):
 from __future__ import annotations
 
 import copy
-import inspect
 import warnings
 from contextlib import nullcontext
 
@@ -43,14 +42,10 @@ import torch
 
 from delrec import DelrecError
 from delrec.choices import CANDIDATE_PASSES, LENGTH_NORMS, SCORERS
+from delrec.lm.backbone import forward_params
 from delrec.prompts.templates import LETTERS, SOFT
 
 _PROBE = "is"  # templates end with "... is" / "... is candidate"; titles are tokenised as its continuation
-
-
-def _model_params(model) -> set[str]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(type(base).forward).parameters)
 
 
 def _out_cache(out):
@@ -296,7 +291,7 @@ class CandidateScorer:
         from transformers.modeling_outputs import BaseModelOutput
 
         model, B = self.backbone.model, len(prepared)
-        cache_kw = "cache" if "cache" in _model_params(model) else "past_key_values"
+        cache_kw = "cache" if "cache" in forward_params(model) else "past_key_values"
         embeds, mask, _, _ = self._embed(prepared, soft, left_pad=False)
         hidden = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         start = torch.full((B, 1), self.start_id, device=embeds.device)
@@ -325,7 +320,7 @@ class CandidateScorer:
 
             return packed_title_scores(self, prepared, candidates, soft)
         model, B = self.backbone.model, len(prepared)
-        params = _model_params(model)
+        params = forward_params(model)
         cache_kw = "cache" if "cache" in params else "past_key_values"
         keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # skip logits for all prompt tokens
         embeds, mask, pos, lengths = self._embed(prepared, soft, left_pad=True)
