@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -73,20 +72,11 @@ class SoftPrompt(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> SoftPrompt:
-        from safetensors import safe_open
+        from delrec.io import read_tagged_safetensors
 
-        path = Path(path)
-        if not path.is_file():
-            raise DelrecError(f"soft prompt: {path} does not exist (run stage 1 first, or check the path)")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                weight = f.get_tensor("weight")
-        except Exception as exc:  # noqa: BLE001 - any parse failure means the same thing to the user
-            raise DelrecError(f"soft prompt: {path} is not a readable safetensors file ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise DelrecError(f"soft prompt: {path} is not a delrec soft prompt (metadata format "
-                              f"{meta.get('format')!r})")
+        tensors, meta = read_tagged_safetensors(path, FORMAT, "soft prompt",
+                                                missing_hint=" (run stage 1 first, or check the path)")
+        weight = tensors["weight"]
         config = json.loads(meta["config"])
         if list(weight.shape) != [config["n_soft"], config["dim"]]:
             raise DelrecError(f"soft prompt: {path} holds a {list(weight.shape)} tensor but its metadata says "
