@@ -40,7 +40,7 @@ class Recommender:
     @classmethod
     def load(cls, run_dir: str | Path, method: str = "delrec") -> Recommender:
         from delrec.lm.soft_prompt import SoftPrompt
-        from delrec.pipeline import new_lm
+        from delrec.pipeline import new_lm, prompt_builder
         from delrec.stages.finetune import load_adapter
 
         run_dir = Path(run_dir)
@@ -56,8 +56,7 @@ class Recommender:
         load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
         soft = SoftPrompt.load(done["soft_prompt"]).to(scorer.backbone.device) if done.get("soft_prompt") else None
         dataset = load_dataset(cfg.data)
-        builder = PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
-                                cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates)
+        builder = prompt_builder(cfg, dataset)
         return cls(cfg, dataset, scorer, soft, builder, method)
 
     def _example(self, cs: CandidateSet):
