@@ -78,6 +78,14 @@ def test_checkpoints_between_validations_after_checkpoint_minutes(tmp_path):
     assert torch.equal(resumed.weight, full.weight) and out_res["evals"] == out_full["evals"]
 
 
+def test_checkpoint_carries_its_stage_config_and_refuses_other_settings(tmp_path):
+    _stage1(tmp_path, steps=6, stop_after=3)
+    _, meta = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert meta["section"] == "stage1" and Stage1Config(**meta["config"]).steps == 6
+    with pytest.raises(DelrecError, match=r"stage1\.steps=6"):
+        _stage1(tmp_path, steps=8, resume=True)
+
+
 def test_corrupt_checkpoint_is_reported_and_previous_kept(tmp_path):
     path = tmp_path / "checkpoint.safetensors"
     save_checkpoint(path, {"a": torch.ones(3)}, {"step": 1})

@@ -18,8 +18,9 @@ from safetensors.torch import load_file, save_file
 from delrec import DelrecError
 from delrec.config import Stage2Config
 from delrec.dist import global_mean
-from delrec.evaluate import ndcg5, score_examples
+from delrec.evaluate import Scorer, ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
+from delrec.lm.soft_prompt import SoftPrompt
 from delrec.stages.batches import batch_indices
 from delrec.stages.loop import JsonlLog, Trainer
 
@@ -97,9 +98,9 @@ def _allocator_state(model) -> tuple:
     return alloc, model.base_model.peft_config[model.base_model.trainable_adapter_name]
 
 
-def finetune(scorer, soft_prompt, train: list, valid: list, cfg: Stage2Config, run_dir: Path, *, seed: int,
-             resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
-             eval_batch_size: int = 8, name: str = "stage2") -> dict:
+def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid: list, cfg: Stage2Config,
+             run_dir: Path, *, seed: int, resume: bool = False, stop_after: int | None = None,
+             log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage2") -> dict:
     """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
@@ -109,8 +110,6 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: Stage2Config, r
     params = trainable_params(model)
     valid = valid[:cfg.max_eval_examples]
     alloc, lcfg = _allocator_state(model)
-    # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher, say).
-    torch.manual_seed(seed)
 
     def step_fn(step: int) -> dict:
         model.train()
@@ -147,10 +146,8 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: Stage2Config, r
         lcfg.rank_pattern = json.loads(bytes(t["rank_pattern"].tolist()).decode())
 
     trainer = Trainer(cfg, params, run_dir, name, log, extra_state, load_extra)
-    state = trainer.fit(step_fn, evaluate, post_step, resume=resume, stop_after=stop_after)
+    trainer.fit(step_fn, evaluate, post_step, seed=seed, resume=resume, stop_after=stop_after)
     model.eval()
-    finished = state.step >= cfg.steps or state.bad_evals >= cfg.patience
-    if finished:
+    if trainer.finished:
         trainer.save_best(run_dir / "adapter", lambda folder: save_adapter(model, folder))
-    return {"finished": finished, "best_valid": state.best_metric, "best_step": state.best_step,
-            "steps": state.step, "evals": state.evals}
+    return trainer.result()
