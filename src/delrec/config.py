@@ -175,7 +175,7 @@ class StageConfig:
 
 @dataclass
 class Stage1Config(StageConfig):
-    """Stage 1: the soft prompt trained on TA + RPS (docs/method.md, section 5)."""
+    """Stage 1: the soft prompt trained on TA + RPS (docs/method.md §5)."""
 
     section: ClassVar[str] = "stage1"
     alpha: float = 0.5                  # gradient-norm loss weighting exponent
@@ -183,7 +183,7 @@ class Stage1Config(StageConfig):
 
 @dataclass
 class Stage2Config(StageConfig):
-    """Stage 2: AdaLoRA fine-tuning on LSR (docs/method.md, section 6)."""
+    """Stage 2: AdaLoRA fine-tuning on LSR (docs/method.md §6)."""
 
     section: ClassVar[str] = "stage2"
     steps: int = 300

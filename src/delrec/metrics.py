@@ -1,4 +1,5 @@
-"""HR@k / NDCG@k over candidate scores (ties pessimistic), bootstrap intervals, and metrics.json rows."""
+"""HR@k / NDCG@k over candidate scores (ties pessimistic), bootstrap intervals, and metrics.json rows
+(docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Score an example's candidates with the LM (METHOD.md section 4): one float per candidate, higher = better.
+"""Score an example's candidates with the LM (docs/method.md §4): one float per candidate, higher = better.
 
 Scorers:
 - `title-likelihood`: mean (or sum) log-probability of the candidate title's tokens as the answer.

@@ -1,6 +1,6 @@
 """Stage 1: distil the teacher's behaviour into the soft prompt (TA + RPS), the LM frozen.
 
-Loss weighting (METHOD.md 5): w_i ∝ (1/‖∇_soft L_i‖)^α, normalised, recomputed every step from the two
+Loss weighting (docs/method.md §5): w_i ∝ (1/‖∇_soft L_i‖)^α, normalised, recomputed every step from the two
 task gradients. The task gradients are averaged across processes before weighting, so every process applies
 the same weights and the same update.
 """

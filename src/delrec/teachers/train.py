@@ -1,5 +1,6 @@
-"""Teacher training: full-softmax cross-entropy over the catalogue (or `loss=bce`: one sampled negative),
-AdamW, early stopping on validation NDCG@10 with full ranking (history items excluded), the best epoch restored.
+"""Teacher training (docs/method.md §2): full-softmax cross-entropy over the catalogue (or `loss=bce`: one
+sampled negative), AdamW, early stopping on validation NDCG@10 with full ranking (history items excluded), the
+best epoch restored.
 
 Training data are ALL prefixes (seq[:t], seq[t]) of `split.train_sequences`, so no validation or test target
 position is ever a training target (leave-one-out: train_sequences[u] = seq[:-2]); `windows.py` packs them.
