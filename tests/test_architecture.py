@@ -1,5 +1,6 @@
 """The layer rule of docs/architecture.md, checked statically: no import cycle, no import from a lower layer
-to a higher one. Imports inside functions and under TYPE_CHECKING count too: a lazy import is still an arrow."""
+to a higher one. Imports inside functions and under TYPE_CHECKING count too: a lazy import is still an
+arrow."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def layers() -> list[list[str]]:
 
 
 def layer_of(module: str, order: list[list[str]]) -> int:
-    """Index of the layer holding `module` (by its first name below delrec; the package itself is `delrec`)."""
+    """Index of the layer holding `module`, by its first name below delrec (the package itself: `delrec`)."""
     name = module.split(".")[1] if "." in module else "delrec"
     for i, group in enumerate(order):
         if name in group:

@@ -50,8 +50,8 @@ def test_wrong_type_in_yaml(tmp_path):
 def test_set_overrides_parse_numbers_and_lists(tmp_path):
     cfg = load_config(None, ["stage1.lr=5e-3", "stage2.weight_decay=1e-6", "data.seed=7",
                              "teacher.models=[sasrec, caser]", "data.allow_pickle=true",
-                             "data.protocol=predefined", "lm.n_soft=0",
-                             "eval.methods=[popularity, teachers, lsr-only]"])  # no soft prompt: n_soft 0 is fine
+                             "data.protocol=predefined", "lm.n_soft=0",  # 0 is fine without a soft prompt:
+                             "eval.methods=[popularity, teachers, lsr-only]"])
     assert cfg.stage1.lr == 0.005 and isinstance(cfg.stage1.lr, float) and cfg.stage2.weight_decay == 1e-6
     assert cfg.data.seed == 7 and cfg.teacher.models == ["sasrec", "caser"] and cfg.data.allow_pickle is True
     assert cfg.stage2.steps == 300  # stage 2 keeps its own defaults when only one key is set

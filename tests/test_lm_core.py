@@ -300,7 +300,8 @@ def test_packed_pass_trains_adalora_adapters_like_the_cached_pass(kind):
     from delrec.stages.finetune import add_adalora, trainable_params
 
     bb = tiny_backbone(kind)
-    model = add_adalora(bb, Stage2Config(steps=10, init_r=4, target_r=2, lora_dropout=0.0, warmup=0, eval_every=10))
+    model = add_adalora(bb, Stage2Config(steps=10, init_r=4, target_r=2, lora_dropout=0.0, warmup=0,
+                                         eval_every=10))
     params = trainable_params(model)
     with torch.no_grad():  # AdaLoRA starts as the identity (E = 0); give the adapters an effect to compare
         for name, p in params.items():

@@ -34,8 +34,8 @@ def _stage1(tmp_path, steps=6, stop_after=None, resume=False, tasks=("ta", "rps"
     _, (ta_tr, rps_tr, ta_va, rps_va) = stage1_examples(ds, split)
     scorer = tiny_scorer(ds)
     soft = _soft(scorer)
-    cfg = Stage1Config(steps=steps, batch_size=4, lr=0.05, warmup=1, eval_every=eval_every, max_eval_examples=8,
-                      patience=10, checkpoint_minutes=minutes)
+    cfg = Stage1Config(steps=steps, batch_size=4, lr=0.05, warmup=1, eval_every=eval_every,
+                       max_eval_examples=8, patience=10, checkpoint_minutes=minutes)
     out = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg, tmp_path, seed=0, tasks=tasks,
                   resume=resume, stop_after=stop_after, eval_batch_size=8)
     return scorer, soft, out

@@ -8,9 +8,10 @@ TEACHER_NAMES = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "caser": "Caser"}
 TEACHER_LOSSES = ("ce", "bce")
 
 # data.dataset: the names delrec knows -> their default prompt domain. Any other name is read with
-# `data.format` (auto: detected from the files) and gets the movie wording unless `data.domain` says otherwise.
-DATASET_DOMAINS = {"synthetic": "movie", "ml-100k": "movie", "ml-1m": "movie", "steam": "game", "beauty": "beauty",
-                   "home-kitchen": "home", "csv": "movie"}
+# `data.format` (auto: detected from the files) and gets the movie wording unless `data.domain` says
+# otherwise.
+DATASET_DOMAINS = {"synthetic": "movie", "ml-100k": "movie", "ml-1m": "movie", "steam": "game",
+                   "beauty": "beauty", "home-kitchen": "home", "csv": "movie"}
 FORMATS = ("movielens-100k", "movielens-1m", "llara", "atomic", "amazon-raw", "p5", "csv")
 PROTOCOLS = ("leave-one-out", "user-split", "predefined")
 

@@ -35,7 +35,7 @@ from delrec.typed_yaml import build_dataclass, read_tree
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"          # ml-100k | ml-1m | steam | beauty | home-kitchen | csv | synthetic | any
+    dataset: str = "synthetic"          # ml-100k | ml-1m | steam | beauty | home-kitchen | csv | synthetic | ...
     format: str = "auto"                # reader; auto = the dataset's usual format
     data_dir: str = ""                  # empty: $DELREC_DATA/<dataset>
     domain: str = ""                    # movie | game | beauty | home; empty = the dataset's default
@@ -100,8 +100,8 @@ class TeacherConfig:
         for key in ("hidden", "heads", "max_len", "epochs", "batch_size"):
             _positive(f"teacher.{key}", getattr(self, key))
         if "sasrec" in self.models and self.hidden % self.heads:
-            raise DelrecError(f"teacher.hidden ({self.hidden}) must be divisible by teacher.heads ({self.heads}) "
-                              f"for SASRec's attention heads")
+            raise DelrecError(f"teacher.hidden ({self.hidden}) must be divisible by teacher.heads "
+                              f"({self.heads}) for SASRec's attention heads")
 
 
 @dataclass
@@ -152,6 +152,9 @@ class StageConfig:
     patience: int = 4                   # evaluations without improvement before stopping
     checkpoint_minutes: float = 10.0    # also checkpoint between validations once this much time has passed
     max_eval_examples: int = 200        # validation subset used for model selection
+    # Training cost levers (benchmarks/train_speed.py measures each); validation and test always score all
+    # candidates with the full model.
+    train_negatives: int = 0            # >0: each training example scores its target + this many of its negatives
     enabled: bool = True
 
     def __post_init__(self) -> None:
@@ -165,12 +168,13 @@ class StageConfig:
         _positive(f"{name}.grad_accum", self.grad_accum)
         if self.checkpoint_minutes < 0:
             raise DelrecError(f"{name}.checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
+        _positive(f"{name}.train_negatives", self.train_negatives, minimum=0)
         if self.warmup > self.steps:
             raise DelrecError(f"{name}.warmup ({self.warmup}) must not exceed {name}.steps ({self.steps})")
         _positive(f"{name}.eval_every", self.eval_every)
         if self.eval_every > self.steps:
-            raise DelrecError(f"{name}.eval_every ({self.eval_every}) must not exceed {name}.steps ({self.steps}): "
-                              f"model selection needs validations during training")
+            raise DelrecError(f"{name}.eval_every ({self.eval_every}) must not exceed {name}.steps "
+                              f"({self.steps}): model selection needs validations during training")
 
 
 @dataclass
@@ -198,9 +202,12 @@ class Stage2Config(StageConfig):
     tfinal: int = 0                     # 0: a fifth of steps (final fine-tuning at the target budget)
     deltaT: int = 1
     orth_reg_weight: float = 0.5
+    train_layers: int = 0               # adapt only the top N blocks (0 = all; decoder-only LMs)
+    cache_lower: bool = True            # with train_layers: compute the frozen lower blocks once per example
 
     def validate(self) -> None:
         super().validate()
+        _positive("stage2.train_layers", self.train_layers, minimum=0)
         _positive("stage2.target_r", self.target_r)
         if self.init_r < self.target_r:
             raise DelrecError(f"stage2.init_r ({self.init_r}) must be >= stage2.target_r ({self.target_r}): "
@@ -260,10 +267,11 @@ class RunConfig:
 
 
 def _known_dataset(name: str) -> None:
-    """Any name reads a folder (auto-detected format), so only an empty name or a misspelt known one is refused:
-    `ML-100K` or `ml100k` would otherwise look for files under the wrong folder name."""
+    """Any name reads a folder (auto-detected format), so only an empty name or a misspelt known one is
+    refused: `ML-100K` or `ml100k` would otherwise look for files under the wrong folder name."""
     if not name.strip():
-        raise DelrecError(f"data.dataset: empty; use one of {', '.join(DATASET_DOMAINS)} or your dataset's name")
+        raise DelrecError(f"data.dataset: empty; use one of {', '.join(DATASET_DOMAINS)} or your dataset's "
+                          f"name")
     squash = re.sub(r"[^a-z0-9]", "", name.lower())
     for known in DATASET_DOMAINS:
         if name != known and squash == re.sub(r"[^a-z0-9]", "", known):

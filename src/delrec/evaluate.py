@@ -30,8 +30,8 @@ class Scorer(Protocol):
 
 
 @torch.no_grad()
-def score_examples(scorer: Scorer, examples: Sequence[PromptExample], soft_prompt: SoftPrompt | None = None, *,
-                   batch_size: int = 8, desc: str = "scoring") -> np.ndarray:
+def score_examples(scorer: Scorer, examples: Sequence[PromptExample], soft_prompt: SoftPrompt | None = None,
+                   *, batch_size: int = 8, desc: str = "scoring") -> np.ndarray:
     """[N, C] candidate scores; each process scores every world-th example, results are gathered."""
     rank, world = dist.world()
     mine = list(range(rank, len(examples), world))

@@ -137,8 +137,8 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     scorer = new_lm(cfg)
     soft = SoftPrompt.create(cfg.lm.n_soft, scorer.backbone, init=cfg.lm.soft_init, seed=cfg.seed)
     result = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg.stage1, folder, seed=cfg.seed,
-                     tasks=SOFT_PROMPT_METHODS[variant], resume=resume, log=ctx.log, eval_batch_size=cfg.eval.batch_size,
-                     name=f"stage1/{variant}")
+                     tasks=SOFT_PROMPT_METHODS[variant], resume=resume, log=ctx.log,
+                     eval_batch_size=cfg.eval.batch_size, name=f"stage1/{variant}")
     mark_done(folder, require_finished(result, f"stage 1 ({variant})"), key)
     return folder / "soft_prompt.safetensors", key
 

@@ -24,7 +24,8 @@ def trained_methods(run_dir: Path) -> dict[str, Path]:
     run = RunDir(run_dir)
     cfg = load_config(str(run.path("config.yaml")))
     out = {}
-    for method in ["lsr-only", *SOFT_PROMPT_METHODS]:  # delrec+hint needs the teacher at inference: not served here
+    # delrec+hint needs the teacher at inference: not served here
+    for method in ["lsr-only", *SOFT_PROMPT_METHODS]:
         key = run.stage1_key(cfg, method) if method in SOFT_PROMPT_METHODS else None
         folder = run.stage2_dir(cfg, method, key)
         if (folder / "done.json").exists():

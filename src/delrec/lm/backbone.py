@@ -1,5 +1,5 @@
-"""Load the frozen language model DELRec prompts: a hub id, a local folder, the offline SmolLM2 (`gguf.py`), or
-a tiny randomly initialised model for tests and demos (`tiny.py`).
+"""Load the frozen language model DELRec prompts: a hub id, a local folder, the offline SmolLM2 (`gguf.py`),
+or a tiny randomly initialised model for tests and demos (`tiny.py`).
 
 Everything downstream talks to `Backbone.model` only through generic Hugging Face calls
 (`get_input_embeddings()`, `model(inputs_embeds=..., ...)`, `get_encoder()`), because stage 2 swaps the model

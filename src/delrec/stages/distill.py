@@ -17,7 +17,7 @@ from delrec import DelrecError, dist
 from delrec.config import Stage1Config
 from delrec.evaluate import Scorer, accuracy, score_examples
 from delrec.lm.soft_prompt import SoftPrompt
-from delrec.stages.batches import batch_indices
+from delrec.stages.batches import batch_indices, step_rng, with_sampled_negatives
 from delrec.stages.loop import JsonlLog, Trainer
 
 
@@ -51,8 +51,8 @@ def distill(scorer: Scorer, soft_prompt: SoftPrompt, data: Stage1Data, cfg: Stag
     valid = {"ta": data.ta_valid[:cfg.max_eval_examples], "rps": data.rps_valid[:cfg.max_eval_examples]}
     if not any(train[t] for t in tasks):
         raise DelrecError(f"stage 1: no training examples for tasks {', '.join(tasks)} (TA needs training "
-                          f"histories of at least 5 items, RPS the teacher's top-k); check data.min_interactions "
-                          f"and data.max_train_examples")
+                          f"histories of at least 5 items, RPS the teacher's top-k); check "
+                          f"data.min_interactions and data.max_train_examples")
     tasks = [t for t in tasks if train[t]]
     scorer.backbone.model.eval()
     soft_prompt.requires_grad_(True)
@@ -64,7 +64,9 @@ def distill(scorer: Scorer, soft_prompt: SoftPrompt, data: Stage1Data, cfg: Stag
         for micro in range(cfg.grad_accum):
             for i, t in enumerate(tasks):
                 idx = batch_indices(len(train[t]), cfg.batch_size, step, micro, cfg.grad_accum, seed + i)
-                loss = _loss(scorer, [train[t][j] for j in idx], soft_prompt)
+                rng = step_rng(seed + i, step, micro)
+                batch = [with_sampled_negatives(train[t][j], cfg.train_negatives, rng) for j in idx]
+                loss = _loss(scorer, batch, soft_prompt)
                 (g,) = torch.autograd.grad(loss / cfg.grad_accum, w)
                 grads[t] += g
                 logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + loss.item() / cfg.grad_accum
@@ -81,6 +83,8 @@ def distill(scorer: Scorer, soft_prompt: SoftPrompt, data: Stage1Data, cfg: Stag
         for t in tasks:
             s = score_examples(scorer, valid[t], soft_prompt, batch_size=eval_batch_size, desc=f"valid {t}")
             accs.append(accuracy(s, [e.label for e in valid[t]]))
+        log.write(stage=name, event="eval_tasks", step=trainer.state.step,
+                  **{f"valid_acc_{t}": a for t, a in zip(tasks, accs)})
         return sum(accs) / len(accs)
 
     trainer = Trainer(cfg, {"soft_prompt": w}, run_dir, name, log)

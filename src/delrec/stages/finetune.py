@@ -20,8 +20,10 @@ from delrec.config import Stage2Config
 from delrec.dist import global_mean
 from delrec.evaluate import Scorer, ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
+from delrec.lm.blocks import decoder_blocks
+from delrec.lm.layer_cache import UpperLayerScorer
 from delrec.lm.soft_prompt import SoftPrompt
-from delrec.stages.batches import batch_indices
+from delrec.stages.batches import batch_indices, step_rng, with_sampled_negatives
 from delrec.stages.loop import JsonlLog, Trainer
 
 FULL_STATE = "adapter_full.safetensors"
@@ -36,7 +38,7 @@ def add_adalora(backbone, cfg: Stage2Config, seed: int = 0):
     if tinit >= total - tfinal:  # peft requires tinit < total_step - tfinal
         tinit = max(0, total - tfinal - 1)
     config = AdaLoraConfig(init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=cfg.lora_alpha,
-                           lora_dropout=cfg.lora_dropout, target_modules=attention_target_modules(backbone.model),
+                           lora_dropout=cfg.lora_dropout, target_modules=target_modules(backbone, cfg.train_layers),
                            total_step=total, tinit=tinit, tfinal=tfinal, deltaT=cfg.deltaT,
                            orth_reg_weight=cfg.orth_reg_weight,
                            task_type="SEQ_2_SEQ_LM" if backbone.is_encoder_decoder else "CAUSAL_LM")
@@ -45,6 +47,26 @@ def add_adalora(backbone, cfg: Stage2Config, seed: int = 0):
         model = get_peft_model(backbone.model, config)
     backbone.model = model
     return model
+
+
+def target_modules(backbone, train_layers: int = 0):
+    """The attention query/value projections to adapt: of every block, or (train_layers = N) of the top N."""
+    names = attention_target_modules(backbone.model)
+    if not train_layers:
+        return names
+    if backbone.is_encoder_decoder:
+        raise DelrecError("stage2.train_layers: only decoder-only LMs; use 0 (all blocks) for encoder-decoders")
+    owner, attr = decoder_blocks(backbone.model)
+    total = len(getattr(owner, attr))
+    if train_layers > total:
+        raise DelrecError(f"stage2.train_layers: {train_layers} is more than the model's {total} blocks")
+    blocks = "|".join(str(i) for i in range(total - train_layers, total))
+    return rf"(.*\.)?{attr}\.({blocks})\.(.*\.)?({'|'.join(names)})"
+
+
+def first_adapted_block(backbone, train_layers: int) -> int:
+    owner, attr = decoder_blocks(backbone.model)
+    return len(getattr(owner, attr)) - train_layers
 
 
 def orthogonal_regulariser(model) -> torch.Tensor:
@@ -100,8 +122,9 @@ def _allocator_state(model) -> tuple:
 
 def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid: list, cfg: Stage2Config,
              run_dir: Path, *, seed: int, resume: bool = False, stop_after: int | None = None,
-             log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage2") -> dict:
-    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5."""
+             log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage2",
+             metric=ndcg5) -> dict:
+    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`)."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
     model = scorer.backbone.model
@@ -109,6 +132,9 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
         soft_prompt.requires_grad_(False)
     params = trainable_params(model)
     valid = valid[:cfg.max_eval_examples]
+    fast = scorer  # what training and validation score with; the test pass always uses the full model
+    if cfg.train_layers and cfg.cache_lower:
+        fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), soft_prompt)
     alloc, lcfg = _allocator_state(model)
 
     def step_fn(step: int) -> dict:
@@ -117,7 +143,11 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
         for micro in range(cfg.grad_accum):
             idx = batch_indices(len(train), cfg.batch_size, step, micro, cfg.grad_accum, seed)
             batch = [train[j] for j in idx]
-            scores = scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+            if fast is not scorer:  # every candidate's lower states at once: one lower pass per example
+                fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+            rng = step_rng(seed, step, micro)
+            batch = [with_sampled_negatives(e, cfg.train_negatives, rng) for e in batch]
+            scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
             labels = torch.tensor([e.label for e in batch], device=scores.device)
             loss = F.cross_entropy(scores.float(), labels)
             reg = orthogonal_regulariser(model)
@@ -130,8 +160,8 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
 
     def evaluate() -> float:
         model.eval()
-        s = score_examples(scorer, valid, soft_prompt, batch_size=eval_batch_size, desc="valid lsr")
-        return ndcg5(s, [e.label for e in valid])
+        s = score_examples(fast, valid, soft_prompt, batch_size=eval_batch_size, desc="valid lsr")
+        return metric(s, [e.label for e in valid])
 
     def extra_state() -> dict:
         out = {}

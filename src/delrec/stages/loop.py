@@ -117,7 +117,8 @@ class Trainer:
         return self.state.step >= self.cfg.steps or self.state.bad_evals >= self.cfg.patience
 
     def result(self) -> dict:
-        """What a stage reports (and `done.json` keeps): finished, best validation metric and step, steps, evals."""
+        """What a stage reports (and `done.json` keeps): finished, best validation metric and its step, steps
+        run, every evaluation."""
         st = self.state
         return {"finished": self.finished, "best_valid": st.best_metric, "best_step": st.best_step,
                 "steps": st.step, "evals": st.evals}
@@ -136,8 +137,8 @@ class Trainer:
             post_step: Callable[[int], None] | None = None, *, seed: int, resume: bool = False,
             stop_after: int | None = None) -> LoopState:
         cfg, st = self.cfg, self.state
-        # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher, say);
-        # a resumed run then restores the RNG state of its checkpoint.
+        # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher,
+        # say); a resumed run then restores the RNG state of its checkpoint.
         torch.manual_seed(seed)
         if resume and self.restore():
             st = self.state
@@ -163,7 +164,8 @@ class Trainer:
             st.step += 1
             done_this_run += 1
             logs = {k: (float(v) if torch.is_tensor(v) else v) for k, v in logs.items()}
-            self.log.write(stage=self.name, step=st.step, lr=lr, grad_norm=float(norm), **logs)
+            self.log.write(stage=self.name, step=st.step, lr=lr, grad_norm=float(norm),
+                           elapsed_s=round(time.time() - t0, 3), **logs)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if isinstance(v, float)}, refresh=False)
             if st.step % cfg.eval_every == 0 or st.step == cfg.steps:

@@ -1,5 +1,5 @@
-"""What every dataset reader shares: the one-line error naming file and line, reading (optionally gzipped) text
-lines, numeric timestamps, and finding the folder that holds a dataset's files."""
+"""What every dataset reader shares: the one-line error naming file and line, reading (optionally gzipped)
+text lines, numeric timestamps, and finding the folder that holds a dataset's files."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def parse_time(path, line: int, value: str) -> float:
 
 
 def locate(folder: Path, marker: str) -> Path:
-    """`folder`, or its only sub-folder holding `marker` (archives unpack into `ml-100k/`, LLaRA into `llara/`)."""
+    """`folder`, or its only sub-folder holding `marker` (archives unpack into `ml-100k/`, LLaRA into
+    `llara/`)."""
     if (folder / marker).exists() or not folder.is_dir():
         return folder
     inside = [d for d in sorted(folder.iterdir()) if d.is_dir() and (d / marker).exists()]
