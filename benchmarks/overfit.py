@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     from delrec.config import load_config
     from delrec.evaluate import accuracy, score_examples
-    from delrec.pipeline import builder_for, new_lm, prepare
+    from delrec.pipeline import new_lm, prepare, prompt_builder
     from delrec.stages.finetune import add_adalora, finetune
 
     torch.set_num_threads(args.threads)
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
                                         f"stage2.max_eval_examples={args.n}", "stage2.patience=1000",
                                         *args.overrides])
         ctx = prepare(cfg)
-        builder = builder_for(ctx, cfg.lm.scorer == "index-letter")
+        builder = prompt_builder(cfg, ctx.dataset)
         examples = [builder.lsr(c, soft=False) for c in ctx.cands["train"][:args.n]]
         labels = [e.label for e in examples]
         scorer = new_lm(cfg)

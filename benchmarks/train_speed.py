@@ -47,7 +47,7 @@ def _step_times(log_path: Path, stage: str) -> list[float]:
 
 def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -> dict:
     from delrec.evaluate import metric_row, score_examples
-    from delrec.pipeline import builder_for, new_lm, prepare
+    from delrec.pipeline import new_lm, prepare, prompt_builder
     from delrec.stages.finetune import add_adalora, finetune
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +55,7 @@ def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -
         steps = max(1, n * epochs // probe.stage2.batch_size)
         cfg = _cfg(args, tmp, "stage2", changes, steps, [f"stage2.max_eval_examples={max(1, valid_users)}"])
         ctx = prepare(cfg)
-        builder = builder_for(ctx, cfg.lm.scorer == "index-letter")
+        builder = prompt_builder(cfg, ctx.dataset)
         train = [builder.lsr(c, soft=False) for c in ctx.cands["train"][:n]]
         valid = [builder.lsr(c, soft=False) for c in ctx.cands["valid"][:max(1, valid_users)]]
         scorer = new_lm(cfg)
@@ -81,9 +81,9 @@ def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -
 
 def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0) -> dict:
     from delrec.lm.soft_prompt import SoftPrompt
-    from delrec.pipeline import builder_for, new_lm, prepare, train_teachers
-    from delrec.prompts.examples import build_stage1
     from delrec.metrics import MetricsFile
+    from delrec.pipeline import new_lm, prepare, prompt_builder, train_teachers
+    from delrec.prompts.examples import build_stage1
     from delrec.stages.distill import Stage1Data, distill
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,7 +91,7 @@ def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0) -> dict:
                                                          "teacher.models=[sasrec]"])
         ctx = prepare(cfg)
         teacher = train_teachers(ctx, MetricsFile(Path(tmp) / "m.json", write=False))["sasrec"]
-        builder = builder_for(ctx, False)
+        builder = prompt_builder(cfg, ctx.dataset)
         tr_h = [e.history for e in ctx.split.train]
         va_h = [e.history for e in ctx.split.valid[:max(1, valid_users)]]
         ta, rps = build_stage1(builder, tr_h, teacher.topk(tr_h, cfg.teacher.topk), seed=cfg.seed)

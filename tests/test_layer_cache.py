@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from delrec import DelrecError
-from delrec.config import StageConfig
+from delrec.config import Stage2Config
 from delrec.lm.backbone import tiny_backbone
 from delrec.lm.layer_cache import UpperLayerScorer
 from delrec.lm.scoring import CandidateScorer
@@ -24,8 +24,8 @@ PROMPTS = [T.render_lsr("movie", "SASRec", HIST[:2], [], False, soft=False),
 
 def _adapted(kind, layers=1):
     bb = tiny_backbone(kind)
-    model = add_adalora(bb, StageConfig(steps=10, init_r=4, target_r=2, lora_dropout=0.0, warmup=0,
-                                        train_layers=layers))
+    model = add_adalora(bb, Stage2Config(steps=10, init_r=4, target_r=2, lora_dropout=0.0, warmup=0,
+                                         eval_every=10, train_layers=layers))
     with torch.no_grad():  # AdaLoRA starts as the identity (E = 0); give the adapters an effect to compare
         for name, p in trainable_params(model).items():
             if "lora_E" in name:
@@ -88,9 +88,11 @@ def test_cache_refuses_a_trainable_soft_prompt_and_bad_layer_counts():
     with pytest.raises(DelrecError, match="train_layers"):
         UpperLayerScorer(CandidateScorer(bb), 0)
     with pytest.raises(DelrecError, match="train_layers"):
-        add_adalora(tiny_backbone("llama"), StageConfig(steps=10, init_r=4, target_r=2, train_layers=5))
+        add_adalora(tiny_backbone("llama"), Stage2Config(steps=10, warmup=0, eval_every=10, init_r=4,
+                                                         target_r=2, train_layers=5))
     with pytest.raises(DelrecError, match="train_layers"):
-        add_adalora(tiny_backbone("t5"), StageConfig(steps=10, init_r=4, target_r=2, train_layers=1))
+        add_adalora(tiny_backbone("t5"), Stage2Config(steps=10, warmup=0, eval_every=10, init_r=4, target_r=2,
+                                                         train_layers=1))
 
 
 def test_sampled_negatives_keep_the_target_and_order():

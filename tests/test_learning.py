@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import lsr_examples, tiny_scorer, world
 
-from delrec.config import StageConfig
+from delrec.config import Stage2Config
 from delrec.evaluate import accuracy, score_examples
 from delrec.prompts.examples import PromptBuilder
 from delrec.stages.finetune import add_adalora, finetune
@@ -31,7 +31,7 @@ def test_lsr_only_overfits_a_small_training_set(tmp_path, kind, levers):
     train = train[:12]
     scorer = tiny_scorer(ds, kind)
     before = _hr1(scorer, train)
-    cfg = StageConfig(steps=60, batch_size=6, lr=0.05, warmup=2, eval_every=60, max_eval_examples=12,
+    cfg = Stage2Config(steps=60, batch_size=6, lr=0.05, warmup=2, eval_every=60, max_eval_examples=12,
                       init_r=8, target_r=4, lora_dropout=0.0, orth_reg_weight=0.1, **levers)
     add_adalora(scorer.backbone, cfg)
     finetune(scorer, None, train, train, cfg, tmp_path, seed=0, metric=accuracy)

@@ -29,7 +29,7 @@ from contextlib import nullcontext
 
 import torch
 
-from delrec.lm.scoring import _model_params as model_params
+from delrec.lm.backbone import forward_params
 
 
 def _layout(prompt_lengths, titles, P: int):
@@ -111,7 +111,7 @@ def packed_mask(model, layout, P: int, S: int, dtype, device) -> torch.Tensor:
 def scores_from_pieces(scorer, prompts, pieces, titles, first_upper: int | None = None) -> torch.Tensor:
     """Scores [B, C] from per-prompt and per-title input states. With `first_upper`, the states are those
     entering block `first_upper` (lm/layer_cache.py) and only the blocks from there on run."""
-    from delrec.lm.layer_cache import upper_only
+    from delrec.lm.blocks import upper_only
 
     model = scorer.backbone.model
     B, C = len(titles), len(titles[0])
@@ -119,9 +119,9 @@ def scores_from_pieces(scorer, prompts, pieces, titles, first_upper: int | None 
     S, device = embeds.shape[1], embeds.device
     mask = packed_mask(model, layout, P, S, embeds.dtype, device)
     keep = torch.arange(P - 1, S, device=device)  # logits from the answer position (column P - 1) on
-    kwargs = dict(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
+    kwargs = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos, "use_cache": False}
     with upper_only(model, first_upper, embeds) if first_upper is not None else nullcontext():
-        if "logits_to_keep" in model_params(model):
+        if "logits_to_keep" in forward_params(model):
             logits = model(**kwargs, logits_to_keep=keep).logits.float()
         else:
             logits = model(**kwargs).logits[:, keep].float()

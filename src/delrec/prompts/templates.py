@@ -1,4 +1,4 @@
-"""The three DELRec prompt templates (METHOD.md sections 3, 5, 6): TA, RPS and LSR, one wording per domain.
+"""The three DELRec prompt templates (docs/method.md §3, §5, §6): TA, RPS and LSR, one wording per domain.
 
 Each prompt starts with an instruction naming the teacher model, then "The recommendation pattern of the
 <teacher> model is: [SOFT].", then the task text. `SOFT` marks where the scorer splices in the soft prompt's

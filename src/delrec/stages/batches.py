@@ -6,8 +6,7 @@ import dataclasses
 import random
 from functools import lru_cache
 
-from delrec import DelrecError
-from delrec.stages import dist
+from delrec import DelrecError, dist
 
 
 @lru_cache(maxsize=64)

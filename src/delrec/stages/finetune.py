@@ -16,18 +16,20 @@ from peft import AdaLoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from delrec import DelrecError
-from delrec.config import StageConfig
-from delrec.evaluate import ndcg5, score_examples
+from delrec.config import Stage2Config
+from delrec.dist import global_mean
+from delrec.evaluate import Scorer, ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
-from delrec.lm.layer_cache import UpperLayerScorer, decoder_blocks
+from delrec.lm.blocks import decoder_blocks
+from delrec.lm.layer_cache import UpperLayerScorer
+from delrec.lm.soft_prompt import SoftPrompt
 from delrec.stages.batches import batch_indices, step_rng, with_sampled_negatives
-from delrec.stages.dist import global_mean
 from delrec.stages.loop import JsonlLog, Trainer
 
 FULL_STATE = "adapter_full.safetensors"
 
 
-def add_adalora(backbone, cfg: StageConfig, seed: int = 0):
+def add_adalora(backbone, cfg: Stage2Config, seed: int = 0):
     """Wrap the backbone's model in place; returns the peft model. The adapter initialisation is seeded on
     its own, so every process of a distributed run (and a single-process run) starts from the same weights."""
     total = cfg.steps
@@ -96,7 +98,7 @@ def save_adapter(model, folder: Path) -> None:
         save_file({n: p.detach().contiguous().cpu() for n, p in trainable_params(model).items()}, str(tmp))
 
 
-def load_adapter(backbone, cfg: StageConfig, folder: Path):
+def load_adapter(backbone, cfg: Stage2Config, folder: Path):
     """Rebuild the AdaLoRA model of `cfg` on `backbone` and load the saved adapter tensors into it."""
     model = add_adalora(backbone, cfg)
     path = Path(folder) / FULL_STATE
@@ -118,9 +120,10 @@ def _allocator_state(model) -> tuple:
     return alloc, model.base_model.peft_config[model.base_model.trainable_adapter_name]
 
 
-def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, run_dir: Path, *, seed: int,
-             resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
-             eval_batch_size: int = 8, name: str = "stage2", metric=ndcg5) -> dict:
+def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid: list, cfg: Stage2Config,
+             run_dir: Path, *, seed: int, resume: bool = False, stop_after: int | None = None,
+             log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage2",
+             metric=ndcg5) -> dict:
     """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`)."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
@@ -133,8 +136,6 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
     if cfg.train_layers and cfg.cache_lower:
         fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), soft_prompt)
     alloc, lcfg = _allocator_state(model)
-    # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher, say).
-    torch.manual_seed(seed)
 
     def step_fn(step: int) -> dict:
         model.train()
@@ -175,10 +176,8 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
         lcfg.rank_pattern = json.loads(bytes(t["rank_pattern"].tolist()).decode())
 
     trainer = Trainer(cfg, params, run_dir, name, log, extra_state, load_extra)
-    state = trainer.fit(step_fn, evaluate, post_step, resume=resume, stop_after=stop_after)
+    trainer.fit(step_fn, evaluate, post_step, seed=seed, resume=resume, stop_after=stop_after)
     model.eval()
-    finished = state.step >= cfg.steps or state.bad_evals >= cfg.patience
-    if finished:
+    if trainer.finished:
         trainer.save_best(run_dir / "adapter", lambda folder: save_adapter(model, folder))
-    return {"finished": finished, "best_valid": state.best_metric, "best_step": state.best_step,
-            "steps": state.step, "evals": state.evals}
+    return trainer.result()
