@@ -229,7 +229,7 @@ def test_templates_hold_the_marker_once(domain, letters):
         assert T.SOFT not in T.mark_soft(p, 100) and "<soft prompt x100>" in T.mark_soft(p, 100)
     bare = T.render_lsr(domain, "SASRec", HIST, c, letters, soft=False)
     assert T.SOFT not in bare and "recommendation pattern" not in bare
-    assert "predictions are: " + ", ".join(c[:2]) in prompts["lsr"]
+    assert "best first: " + ", ".join(c[:2]) in prompts["lsr"]
 
 
 def test_template_errors():
