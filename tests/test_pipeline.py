@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(out)]) == 0
-    return out
+    # Started with a relative --out, as README does: paths stored inside the run must not depend on the cwd.
+    started_in = tmp_path_factory.mktemp("started-in")
+    cwd = os.getcwd()
+    os.chdir(started_in)
+    try:
+        assert main(["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", "runs/demo"]) == 0
+    finally:
+        os.chdir(cwd)
+    return started_in / "runs" / "demo"
 
 
 def test_demo_run_writes_every_artefact(demo_run):
@@ -83,3 +91,36 @@ def test_teacher_cache_key_ignores_the_other_reported_teachers(tmp_path):
     assert run.teacher_key(one, "sasrec") == run.teacher_key(two, "sasrec")
     assert run.stage1_key(one, "delrec") == run.stage1_key(two, "delrec")
     assert run.teacher_key(one, "sasrec") != run.teacher_key(wider, "sasrec")
+
+
+def test_a_copied_run_evaluates_and_recommends_from_another_directory(demo_run, tmp_path, monkeypatch, capsys):
+    moved = tmp_path / "elsewhere" / "demo"
+    shutil.copytree(demo_run, moved)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # neither the run's old parent nor its new one
+    hidden = demo_run.with_name("demo-hidden")
+    demo_run.rename(hidden)  # the copy must not lean on the original's files
+    try:
+        test_file = next((moved / "candidates").glob("test-*.jsonl"))
+        assert main(["evaluate", "--run", str(moved), "--candidates", str(test_file)]) == 0
+        assert (moved / "evaluations" / f"{test_file.stem}.metrics.json").exists()
+        assert main(["recommend", "--run", str(moved), "--history", "i0,i1,i2", "--candidates", "i3,i50"]) == 0
+    finally:
+        hidden.rename(demo_run)
+    assert "i50" in capsys.readouterr().out
+    for done in moved.glob("stage2/*/done.json"):
+        soft = json.loads(done.read_text())["soft_prompt"]
+        assert soft is None or soft.startswith("stage1/"), soft
+
+
+def test_paths_written_by_older_runs_resolve_inside_the_run(tmp_path):
+    from delrec.recommend import stored_path
+
+    run = tmp_path / "demo"
+    (run / "stage1" / "delrec-1").mkdir(parents=True)
+    (run / "stage1" / "delrec-1" / "soft_prompt.safetensors").write_bytes(b"")
+    want = run / "stage1" / "delrec-1" / "soft_prompt.safetensors"
+    for stored in ("stage1/delrec-1/soft_prompt.safetensors", "runs/demo/stage1/delrec-1/soft_prompt.safetensors",
+                   "/old/place/demo/stage1/delrec-1/soft_prompt.safetensors"):
+        assert stored_path(run, stored) == want, stored
+    assert stored_path(run, None) is None

@@ -40,6 +40,8 @@ class Context:
 def prepare(cfg: RunConfig) -> Context:
     run = RunDir(cfg.out)
     run.root.mkdir(parents=True, exist_ok=True)
+    if cfg.data.data_dir:  # config.yaml is read again from other folders (recommend, evaluate): no cwd-relative path
+        cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
     if dist.is_main():
         cfg.save(run.path("config.yaml"))
     dataset = load_dataset(cfg.data)
@@ -176,7 +178,9 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
         raise DelrecError(f"stage 2 ({method}) stopped before finishing; rerun with --resume")
     row = evaluate_lm(ctx, scorer, soft, method, lambda sets: lsr_for(ctx, sets, use_soft, hint))
     save_scores(folder, row.pop("scores"))
-    mark_done(folder, result | {"test": row, "soft_prompt": str(soft_path) if soft_path else None}, key)
+    # Relative to the run folder, so a moved or copied run still finds its soft prompt.
+    soft_rel = soft_path.relative_to(ctx.run.root).as_posix() if soft_path else None
+    mark_done(folder, result | {"test": row, "soft_prompt": soft_rel}, key)
     return row
 
 
