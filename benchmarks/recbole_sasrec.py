@@ -101,7 +101,8 @@ VARIANTS = {
 
 def run_delrec(dataset, split, epochs: int, seed: int, overrides: dict) -> dict:
     from delrec.config import TeacherConfig
-    from delrec.teachers.train import evaluate_teacher, train_teacher
+    from delrec.teachers.evaluation import evaluate_teacher
+    from delrec.teachers.train import train_teacher
 
     cfg = TeacherConfig(**SIZES, epochs=epochs, patience=epochs, device="cpu", **overrides)
     t0 = time.perf_counter()

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from delrec.evaluate import metric_row, score_examples
     from delrec.lm.backbone import load_backbone
     from delrec.lm.scoring import scorer_from_config
-    from delrec.pipeline import builder_for, prepare
+    from delrec.pipeline import prepare, prompt_builder
 
     torch.set_num_threads(args.threads)
     base = load_config(args.config, [f"data.data_dir={args.data_dir}"])
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         for name in args.variants.split(","):
             cfg = _with(base, VARIANTS[name])
             ctx = prepare(cfg)
-            builder = builder_for(ctx, cfg.lm.scorer == "index-letter")
+            builder = prompt_builder(cfg, ctx.dataset)
             examples = [builder.lsr(c, soft=False) for c in ctx.cands["valid"]]
             scorer = scorer_from_config(backbone, cfg.lm)
             start = time.perf_counter()

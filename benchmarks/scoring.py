@@ -64,7 +64,8 @@ def _backbone(model: str, titles):
     import torch
 
     from delrec.config import LMConfig
-    from delrec.lm.backbone import from_model, load_backbone, tiny_tokenizer
+    from delrec.lm.backbone import from_model, load_backbone
+    from delrec.lm.tiny import tiny_tokenizer
 
     if model == "smollm2":
         return load_backbone(LMConfig(backbone="smollm2-offline", device="cpu"))

@@ -23,7 +23,8 @@ from delrec.data.candidates import make_candidates
 from delrec.data.registry import load_dataset
 from delrec.data.split import make_split
 from delrec.io import atomic_write_text
-from delrec.teachers.train import evaluate_teacher, train_teacher
+from delrec.teachers.evaluation import evaluate_teacher
+from delrec.teachers.train import train_teacher
 
 COLS = [("hr@1", "HR@1"), ("hr@5", "HR@5"), ("ndcg@5", "NDCG@5"), ("full/hr@10", "full HR@10"),
         ("full/ndcg@10", "full NDCG@10")]

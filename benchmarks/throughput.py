@@ -43,7 +43,7 @@ def make_step(mode: str, precision: str, batch: int, attn: str = "", candidate_p
     import torch
     import torch.nn.functional as F
 
-    from delrec.config import LMConfig, StageConfig
+    from delrec.config import LMConfig, Stage2Config
     from delrec.lm.backbone import load_backbone
     from delrec.lm.scoring import CandidateScorer
     from delrec.lm.soft_prompt import SoftPrompt
@@ -65,7 +65,7 @@ def make_step(mode: str, precision: str, batch: int, attn: str = "", candidate_p
     tokens += sum(len(scorer.title_ids(t)) for c in cands for t in c)
     opt = None
     if mode == "stage2":
-        cfg = StageConfig(steps=100, init_r=16, target_r=8, warmup=0)
+        cfg = Stage2Config(steps=100, init_r=16, target_r=8, warmup=0)
         model = add_adalora(backbone, cfg)
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

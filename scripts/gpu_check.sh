@@ -21,8 +21,9 @@ import json, os, sys, time
 import torch
 import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
-from delrec.config import StageConfig
-from delrec.lm.backbone import Backbone, tiny_tokenizer
+from delrec.config import Stage2Config
+from delrec.lm.backbone import Backbone
+from delrec.lm.tiny import tiny_tokenizer
 from delrec.lm.scoring import CandidateScorer
 from delrec.lm.soft_prompt import SoftPrompt
 from delrec.stages.finetune import add_adalora, orthogonal_regulariser
@@ -36,7 +37,7 @@ model = T5ForConditionalGeneration(cfg).to(dev, torch.bfloat16).eval().requires_
 bb = Backbone(model, tok, True, "random-flan-t5-base")
 scorer = CandidateScorer(bb, "title-likelihood")
 soft = SoftPrompt.create(100, bb, seed=0).to(dev, torch.bfloat16)
-add_adalora(bb, StageConfig(steps=10, init_r=32, target_r=16, warmup=0))
+add_adalora(bb, Stage2Config(steps=10, init_r=32, target_r=16, warmup=0, eval_every=10))
 hist = ", ".join(f"Movie Title Number {i} (199{i % 10})" for i in range(10))
 cands = [f"Candidate Film {j} Part {j % 4}" for j in range(20)]
 prompt = f"The recommendation pattern of the SASRec model is: [SOFT]. The user watched {hist}. Next is"

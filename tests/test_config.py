@@ -1,9 +1,20 @@
 """Run configuration: unknown keys and wrong types are named, CLI overrides parse, save/reload round-trips."""
 
+import re
+
 import pytest
 
 from delrec import DelrecError
-from delrec.config import RunConfig, load_config
+from delrec.config import (
+    DataConfig,
+    EvalConfig,
+    LMConfig,
+    RunConfig,
+    Stage1Config,
+    Stage2Config,
+    TeacherConfig,
+    load_config,
+)
 
 
 def test_defaults_validate():
@@ -39,7 +50,8 @@ def test_wrong_type_in_yaml(tmp_path):
 def test_set_overrides_parse_numbers_and_lists(tmp_path):
     cfg = load_config(None, ["stage1.lr=5e-3", "stage2.weight_decay=1e-6", "data.seed=7",
                              "teacher.models=[sasrec, caser]", "data.allow_pickle=true",
-                             "data.protocol=predefined", "lm.n_soft=0"])
+                             "data.protocol=predefined", "lm.n_soft=0",  # 0 is fine without a soft prompt:
+                             "eval.methods=[popularity, teachers, lsr-only]"])
     assert cfg.stage1.lr == 0.005 and isinstance(cfg.stage1.lr, float) and cfg.stage2.weight_decay == 1e-6
     assert cfg.data.seed == 7 and cfg.teacher.models == ["sasrec", "caser"] and cfg.data.allow_pickle is True
     assert cfg.stage2.steps == 300  # stage 2 keeps its own defaults when only one key is set
@@ -65,3 +77,66 @@ def test_save_and_reload_round_trip(tmp_path):
     cfg.save(tmp_path / "run.yaml")
     again = load_config(str(tmp_path / "run.yaml"))
     assert again == cfg and again.data.columns == {"user": "uid"}
+
+
+# ---- each section validates itself on creation; one bad value each, the message names the key ------------
+
+@pytest.mark.parametrize("build,key", [
+    (lambda: Stage1Config(steps=-5), "stage1.steps"),
+    (lambda: Stage2Config(batch_size=0), "stage2.batch_size"),
+    (lambda: TeacherConfig(models=[]), "teacher.models"),
+    (lambda: TeacherConfig(models=["bert4rec"]), "teacher.models"),
+    (lambda: TeacherConfig(hidden=30, heads=4), "teacher.hidden"),
+    (lambda: TeacherConfig(heads=0), "teacher.heads"),
+    (lambda: TeacherConfig(epochs=0), "teacher.epochs"),
+    (lambda: Stage2Config(init_r=4, target_r=8), "stage2.init_r"),
+    (lambda: Stage1Config(steps=10, warmup=0, eval_every=20), "stage1.eval_every"),
+    (lambda: Stage2Config(eval_every=0), "stage2.eval_every"),
+    (lambda: DataConfig(dataset="ML-100K"), "data.dataset"),
+    (lambda: DataConfig(dataset="ml100k"), "data.dataset"),
+    (lambda: DataConfig(dataset=""), "data.dataset"),
+    (lambda: DataConfig(format="parquet"), "data.format"),
+    (lambda: DataConfig(protocol="random"), "data.protocol"),
+    (lambda: LMConfig(dtype="fp8"), "lm.dtype"),
+    (lambda: LMConfig(scorer="bm25"), "lm.scorer"),
+    (lambda: EvalConfig(methods=["delrec+hint"]), "eval.methods"),
+    (lambda: RunConfig(lm=LMConfig(n_soft=0)), "lm.n_soft"),
+    (lambda: RunConfig(lm=LMConfig(n_soft=0), eval=EvalConfig(methods=["lsr-only"], teacher_hint=True)),
+     "lm.n_soft"),
+])
+def test_each_section_validates_on_creation(build, key):
+    with pytest.raises(DelrecError, match=re.escape(key)) as err:
+        build()
+    assert "\n" not in str(err.value)
+
+
+def test_stage_sections_have_their_own_keys_and_defaults():
+    with pytest.raises(DelrecError, match="'stage1.init_r'"):  # AdaLoRA settings mean nothing in stage 1
+        load_config(None, ["stage1.init_r=999"])
+    with pytest.raises(DelrecError, match="'stage2.alpha'"):
+        load_config(None, ["stage2.alpha=0.3"])
+    cfg = load_config(None, ["stage2.lr=3e-4"])
+    assert isinstance(cfg.stage2, Stage2Config) and cfg.stage2 == Stage2Config(lr=3e-4)
+    assert cfg.stage1 == Stage1Config() and (cfg.stage1.steps, cfg.stage2.steps) == (200, 300)
+    assert LMConfig(n_soft=0).n_soft == 0  # allowed when no soft-prompt method is run (RunConfig checks)
+    assert DataConfig(dataset="my-shop").dataset == "my-shop"  # any other name: format detected from files
+
+
+def test_cross_section_checks_surface_from_the_cli(capsys):
+    from delrec.cli import main
+
+    assert main(["prepare", "--set", "data.dataset=ML-100K"]) == 2
+    assert main(["distill", "--set", "lm.n_soft=0"]) == 2
+    assert main(["teach", "--model", "sasrec", "--set", "teacher.hidden=30", "--set", "teacher.heads=4",
+                 "--set", "teacher.models=[gru4rec]"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    keys = ["data.dataset", "lm.n_soft", "teacher.hidden"]
+    assert len(errors) == 3 and all(e.startswith(f"delrec: error: {k}") for e, k in zip(errors, keys)), errors
+
+
+def test_choice_lists_are_the_ones_the_code_uses():
+    from delrec import choices
+    from delrec.teachers import TEACHERS
+
+    assert set(TEACHERS) == set(choices.TEACHER_NAMES)
+    assert set(choices.SOFT_PROMPT_METHODS) <= set(choices.EVAL_METHODS)

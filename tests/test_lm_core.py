@@ -8,9 +8,10 @@ import torch
 
 from delrec import DelrecError
 from delrec.config import LMConfig
-from delrec.lm.backbone import attention_target_modules, load_backbone, tiny_backbone, tiny_tokenizer
+from delrec.lm.backbone import attention_target_modules, load_backbone, tiny_backbone
 from delrec.lm.scoring import CandidateScorer, reference_title_likelihood
 from delrec.lm.soft_prompt import SoftPrompt
+from delrec.lm.tiny import tiny_tokenizer
 from delrec.prompts import templates as T
 
 HIST = ["Star Quest 1", "Star Quest 2", "Dragon Saga 1", "Dragon Saga 2", "Heist Files 3 (1997)",
@@ -228,7 +229,7 @@ def test_templates_hold_the_marker_once(domain, letters):
         assert T.SOFT not in T.mark_soft(p, 100) and "<soft prompt x100>" in T.mark_soft(p, 100)
     bare = T.render_lsr(domain, "SASRec", HIST, c, letters, soft=False)
     assert T.SOFT not in bare and "recommendation pattern" not in bare
-    assert "predictions are: " + ", ".join(c[:2]) in prompts["lsr"]
+    assert "best first: " + ", ".join(c[:2]) in prompts["lsr"]
 
 
 def test_template_errors():
@@ -295,11 +296,12 @@ def test_smollm2_prefers_a_fitting_candidate():
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_packed_pass_trains_adalora_adapters_like_the_cached_pass(kind):
-    from delrec.config import StageConfig
+    from delrec.config import Stage2Config
     from delrec.stages.finetune import add_adalora, trainable_params
 
     bb = tiny_backbone(kind)
-    model = add_adalora(bb, StageConfig(steps=10, init_r=4, target_r=2, lora_dropout=0.0, warmup=0))
+    model = add_adalora(bb, Stage2Config(steps=10, init_r=4, target_r=2, lora_dropout=0.0, warmup=0,
+                                         eval_every=10))
     params = trainable_params(model)
     with torch.no_grad():  # AdaLoRA starts as the identity (E = 0); give the adapters an effect to compare
         for name, p in params.items():

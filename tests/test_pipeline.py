@@ -124,3 +124,17 @@ def test_paths_written_by_older_runs_resolve_inside_the_run(tmp_path):
                    "/old/place/demo/stage1/delrec-1/soft_prompt.safetensors"):
         assert stored_path(run, stored) == want, stored
     assert stored_path(run, None) is None
+
+
+def test_teacher_hint_ranks_the_examples_own_candidates():
+    import torch
+
+    from delrec.data.candidates import CandidateSet
+    from delrec.pipeline import candidate_hints
+
+    class ByIdTeacher:  # prefers higher item ids
+        def scores(self, histories):
+            return torch.arange(50, dtype=torch.float).repeat(len(histories), 1)
+
+    sets = [CandidateSet(0, (1, 2), (7, 30, 3, 12), 3), CandidateSet(1, (4,), (5, 41, 9, 2), 5)]
+    assert candidate_hints(ByIdTeacher(), sets, 2, chunk=1) == [[30, 12], [41, 9]]

@@ -9,7 +9,7 @@ import torch
 from helpers import lsr_examples, stage1_examples, tiny_scorer, world
 
 from delrec import DelrecError
-from delrec.config import StageConfig
+from delrec.config import Stage1Config, Stage2Config
 from delrec.stages.checkpoint import load_checkpoint, save_checkpoint
 from delrec.stages.distill import Stage1Data, distill, task_weights
 from delrec.stages.finetune import add_adalora, finetune
@@ -34,8 +34,8 @@ def _stage1(tmp_path, steps=6, stop_after=None, resume=False, tasks=("ta", "rps"
     _, (ta_tr, rps_tr, ta_va, rps_va) = stage1_examples(ds, split)
     scorer = tiny_scorer(ds)
     soft = _soft(scorer)
-    cfg = StageConfig(steps=steps, batch_size=4, lr=0.05, warmup=1, eval_every=eval_every, max_eval_examples=8,
-                      patience=10, checkpoint_minutes=minutes)
+    cfg = Stage1Config(steps=steps, batch_size=4, lr=0.05, warmup=1, eval_every=eval_every,
+                       max_eval_examples=8, patience=10, checkpoint_minutes=minutes)
     out = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg, tmp_path, seed=0, tasks=tasks,
                   resume=resume, stop_after=stop_after, eval_batch_size=8)
     return scorer, soft, out
@@ -78,6 +78,14 @@ def test_checkpoints_between_validations_after_checkpoint_minutes(tmp_path):
     assert torch.equal(resumed.weight, full.weight) and out_res["evals"] == out_full["evals"]
 
 
+def test_checkpoint_carries_its_stage_config_and_refuses_other_settings(tmp_path):
+    _stage1(tmp_path, steps=6, stop_after=3)
+    _, meta = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert meta["section"] == "stage1" and Stage1Config(**meta["config"]).steps == 6
+    with pytest.raises(DelrecError, match=r"stage1\.steps=6"):
+        _stage1(tmp_path, steps=8, resume=True)
+
+
 def test_corrupt_checkpoint_is_reported_and_previous_kept(tmp_path):
     path = tmp_path / "checkpoint.safetensors"
     save_checkpoint(path, {"a": torch.ones(3)}, {"step": 1})
@@ -98,7 +106,7 @@ def test_stage2_adalora_trains_reallocates_and_keeps_soft_prompt(tmp_path):
     scorer = tiny_scorer(ds)
     soft = _soft(scorer)
     soft_before = soft.weight.detach().clone()
-    cfg = StageConfig(steps=10, batch_size=4, lr=0.01, warmup=1, eval_every=5, max_eval_examples=8, init_r=6,
+    cfg = Stage2Config(steps=10, batch_size=4, lr=0.01, warmup=1, eval_every=5, max_eval_examples=8, init_r=6,
                       target_r=2, tinit=2, tfinal=3, patience=10)
     model = add_adalora(scorer.backbone, cfg)
     lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -141,7 +149,7 @@ def _stage2(tmp_path, stop_after=None, resume=False):
     builder, _ = stage1_examples(ds, split)
     train, valid = lsr_examples(ds, split, builder, soft=False)
     scorer = tiny_scorer(ds)
-    cfg = StageConfig(steps=8, batch_size=4, lr=0.01, warmup=1, eval_every=2, max_eval_examples=8, init_r=6,
+    cfg = Stage2Config(steps=8, batch_size=4, lr=0.01, warmup=1, eval_every=2, max_eval_examples=8, init_r=6,
                       target_r=2, tinit=1, tfinal=2, patience=10)
     model = add_adalora(scorer.backbone, cfg, seed=0)
     out = finetune(scorer, None, train, valid, cfg, tmp_path, seed=0, resume=resume, stop_after=stop_after,

@@ -13,8 +13,13 @@ from delrec.config import RunConfig, TeacherConfig
 from delrec.data.candidates import make_candidates
 from delrec.data.split import make_split
 from delrec.data.synthetic import make_world
+from delrec.pipeline import teach_command
 from delrec.teachers import TEACHERS, build_teacher, pad_histories
 from delrec.teachers import train as T
+from delrec.teachers.evaluation import evaluate_teacher, full_ranks
+from delrec.teachers.teacher import Teacher
+from delrec.teachers.topk import read_topk
+from delrec.teachers.windows import training_examples
 
 FAST = {"hidden": 32, "max_len": 20, "epochs": 8, "patience": 8, "lr": 5e-3, "batch_size": 16, "dropout": 0.1}
 
@@ -68,7 +73,7 @@ def test_window_states_equal_separate_prefix_calls(name):
 @pytest.mark.parametrize("stride", [1, 3, 5])
 def test_training_windows_cover_every_prefix_once(stride):
     seqs = [list(range(10, 23)), [1, 2], [3], [4, 5, 6, 7, 8, 9, 10]]
-    windows, targets, positions, rows = T.training_examples(seqs, 5, stride)
+    windows, targets, positions, rows = training_examples(seqs, 5, stride)
     seen = []
     for w, tg, pos, u in zip(windows.tolist(), targets.tolist(), positions.tolist(), rows.tolist()):
         for col, (y, t) in enumerate(zip(tg, pos)):
@@ -117,7 +122,7 @@ def test_training_lowers_the_loss():
     torch.manual_seed(0)
     for name in TEACHERS:
         model = build_teacher(name, 50, TeacherConfig(hidden=16, max_len=8, dropout=0.0))
-        windows, targets, _, _ = T.training_examples([[i % 50 for i in range(k, k + 12)] for k in range(20)], 8, 4)
+        windows, targets, _, _ = training_examples([[i % 50 for i in range(k, k + 12)] for k in range(20)], 8, 4)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         losses = []
         for _ in range(25):
@@ -131,7 +136,7 @@ def test_training_lowers_the_loss():
 
 def test_every_teacher_learns_the_planted_pattern(world, trained):
     _, _, sets = world
-    rows = {name: T.evaluate_teacher(t, None, sets, n_boot=0) for name, t in trained.items()}
+    rows = {name: evaluate_teacher(t, None, sets, n_boot=0) for name, t in trained.items()}
     pop = rows.pop("popularity")
     assert pop["hr@1"] < 0.2
     for name, row in rows.items():
@@ -145,7 +150,7 @@ def test_bce_option_trains(world):
     ds, split, sets = world
     t = T.train_teacher("sasrec", TeacherConfig(**{**FAST, "loss": "bce", "epochs": 3}), ds, split, seed=0,
                         progress=False)
-    assert T.evaluate_teacher(t, None, sets, n_boot=0)["hr@1"] > 0.3
+    assert evaluate_teacher(t, None, sets, n_boot=0)["hr@1"] > 0.3
 
 
 def test_topk_excludes_history_and_is_sorted(world, trained):
@@ -166,7 +171,7 @@ def test_save_load_round_trip_without_pickle(world, trained, tmp_path, monkeypat
     for name, t in trained.items():
         t.save(tmp_path / name)
         assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["config.json", "model.safetensors"]
-        back = T.Teacher.load(tmp_path / name, device="cpu")
+        back = Teacher.load(tmp_path / name, device="cpu")
         assert back.name == name and back.cfg == t.cfg
         torch.testing.assert_close(back.scores(histories), t.scores(histories), rtol=0, atol=0)
 
@@ -178,8 +183,8 @@ def test_full_ranks_exclude_history_and_break_ties_pessimistically():
         def forward(self, h):
             return torch.tensor([[5.0, 4.0, 4.0, 1.0, 0.0]]).expand(h.shape[0], -1)
 
-    t = T.Teacher("fixed", Fixed(), TeacherConfig())
-    ranks = T.full_ranks(t, [(0,), (), (1,), (0,)], [1, 1, 2, 0])
+    t = Teacher("fixed", Fixed(), TeacherConfig())
+    ranks = full_ranks(t, [(0,), (), (1,), (0,)], [1, 1, 2, 0])
     # item 0 excluded -> 4/4 tie -> rank 2; nothing excluded -> rank 3; 1 excluded -> rank 2; target in history
     assert ranks.tolist() == [2, 3, 2, 5]
 
@@ -188,7 +193,7 @@ def test_teach_command_writes_checkpoint_metrics_and_topk(tmp_path, capsys):
     cfg = RunConfig()
     cfg.out = str(tmp_path / "run")
     cfg.teacher = TeacherConfig(models=["caser"], **{**FAST, "epochs": 2})
-    rows = T.teach_command(cfg)
+    rows = teach_command(cfg)
     out = tmp_path / "run" / "teacher" / "caser"
     assert {"model.safetensors", "config.json", "metrics.json", "topk.json"} <= {p.name for p in out.iterdir()}
     (test_file,) = (tmp_path / "run" / "candidates").glob("test-*.jsonl")  # the file `delrec run` also uses
@@ -201,8 +206,8 @@ def test_teach_command_writes_checkpoint_metrics_and_topk(tmp_path, capsys):
 
     ds = load_dataset(cfg.data)
     split = make_split(ds, cfg.data.protocol, seed=cfg.data.seed, max_train_examples=cfg.data.max_train_examples)
-    topk = T.read_topk(out / "topk.json", ds)
-    teacher = T.Teacher.load(out, device="cpu")
+    topk = read_topk(out / "topk.json", ds)
+    teacher = Teacher.load(out, device="cpu")
     for part in ("train", "valid", "test"):
         examples = getattr(split, part)
         assert len(topk[part]) == len(examples) > 0
@@ -210,6 +215,6 @@ def test_teach_command_writes_checkpoint_metrics_and_topk(tmp_path, capsys):
         assert topk[part][(e.user, len(e.history))] == teacher.topk([e.history], cfg.teacher.topk)[0]
     # a second run reads the same candidate file instead of drawing a new one
     before = test_file.read_text()
-    T.teach_command(cfg)
+    teach_command(cfg)
     assert test_file.read_text() == before
     assert np.isfinite(rows["caser"]["full/ndcg@10"])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
 from delrec import DelrecError
+from delrec.choices import TEACHER_NAMES
 
 
 def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
@@ -38,11 +40,11 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_teach(args) -> int:
-    from delrec.teachers.train import teach_command
+    from delrec.pipeline import teach_command
 
     cfg = _config(args)
-    if args.model:
-        cfg.teacher.models = [args.model]
+    if args.model:  # replace() validates the section again (SASRec's hidden/heads check, say)
+        cfg.teacher = dataclasses.replace(cfg.teacher, models=[args.model])
     teach_command(cfg)
     return 0
 
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, out=False)
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("teach", help="train a teacher (SASRec/GRU4Rec/Caser) and export its top-k")
-    p.add_argument("--model", choices=["sasrec", "gru4rec", "caser"])
+    p.add_argument("--model", choices=list(TEACHER_NAMES))
     _common(p)
     p.set_defaults(func=cmd_teach)
     for name, text in [("distill", "stage 1: distil the teacher into the soft prompt"),

@@ -1,20 +1,41 @@
-"""Typed, validated run configuration: YAML presets plus `--set section.key=value` overrides."""
+"""Typed run configuration: YAML presets plus `--set section.key=value` overrides.
+
+Each section is a dataclass that validates itself when it is created (as peft's configs do), so a bad value
+fails where it is set, with a one-line `DelrecError` naming the key; `RunConfig` adds the checks that span
+sections. The allowed values of choice settings live in `delrec.choices`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import yaml
 
 from delrec import DelrecError
+from delrec.choices import (
+    CANDIDATE_PASSES,
+    DATASET_DOMAINS,
+    DTYPES,
+    EVAL_METHODS,
+    FORMATS,
+    LENGTH_NORMS,
+    OPTIMIZERS,
+    PROTOCOLS,
+    SCORERS,
+    SOFT_INITS,
+    SOFT_PROMPT_METHODS,
+    TEACHER_LOSSES,
+    TEACHER_NAMES,
+)
+from delrec.typed_yaml import build_dataclass, read_tree
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"          # ml-100k | ml-1m | steam | beauty | home-kitchen | csv | synthetic
+    dataset: str = "synthetic"          # ml-100k | ml-1m | steam | beauty | home-kitchen | csv | synthetic | ...
     format: str = "auto"                # reader; auto = the dataset's usual format
     data_dir: str = ""                  # empty: $DELREC_DATA/<dataset>
     domain: str = ""                    # movie | game | beauty | home; empty = the dataset's default
@@ -32,8 +53,13 @@ class DataConfig:
     synthetic_users: int = 300
     synthetic_items: int = 120
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        _choice("data.protocol", self.protocol, ("leave-one-out", "user-split", "predefined"))
+        _known_dataset(self.dataset)
+        _choice("data.format", self.format, ("auto", *FORMATS))
+        _choice("data.protocol", self.protocol, PROTOCOLS)
         _positive("data.n_candidates", self.n_candidates, minimum=2)
         _positive("data.max_history", self.max_history)
         _positive("data.min_interactions", self.min_interactions)
@@ -61,13 +87,21 @@ class TeacherConfig:
     topk: int = 10
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         for m in self.models:
-            _choice("teacher.models", m, ("sasrec", "gru4rec", "caser"))
+            _choice("teacher.models", m, TEACHER_NAMES)
         if not self.models:
             raise DelrecError("teacher.models: at least one teacher is needed")
-        _choice("teacher.loss", self.loss, ("ce", "bce"))
+        _choice("teacher.loss", self.loss, TEACHER_LOSSES)
         _positive("teacher.topk", self.topk)
+        for key in ("hidden", "heads", "max_len", "epochs", "batch_size"):
+            _positive(f"teacher.{key}", getattr(self, key))
+        if "sasrec" in self.models and self.hidden % self.heads:
+            raise DelrecError(f"teacher.hidden ({self.hidden}) must be divisible by teacher.heads "
+                              f"({self.heads}) for SASRec's attention heads")
 
 
 @dataclass
@@ -87,20 +121,25 @@ class LMConfig:
     candidate_pass: str = "auto"        # title-likelihood: auto (packed for decoder-only, cached for T5) | packed | cached
     cache_dir: str = ""                 # where converted offline models live; empty = ~/.cache/delrec
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        _choice("lm.dtype", self.dtype, ("fp32", "bf16", "fp16"))
-        _choice("lm.soft_init", self.soft_init, ("vocab", "normal"))
-        _choice("lm.scorer", self.scorer, ("title-likelihood", "first-token", "index-letter"))
-        _choice("lm.length_norm", self.length_norm, ("mean", "sum"))
-        _positive("lm.n_soft", self.n_soft, minimum=0)
+        _choice("lm.dtype", self.dtype, DTYPES)
+        _choice("lm.soft_init", self.soft_init, SOFT_INITS)
+        _choice("lm.scorer", self.scorer, SCORERS)
+        _choice("lm.length_norm", self.length_norm, LENGTH_NORMS)
+        _positive("lm.n_soft", self.n_soft, minimum=0)  # 0 only without a soft prompt: see RunConfig
         _positive("lm.chunk_rows", self.chunk_rows, minimum=0)
-        _choice("lm.candidate_pass", self.candidate_pass, ("auto", "packed", "cached"))
+        _choice("lm.candidate_pass", self.candidate_pass, CANDIDATE_PASSES)
 
 
 @dataclass
 class StageConfig:
-    """Shared by stage 1 and stage 2; each section has its own defaults."""
+    """What both LM stages share: budget, optimiser, schedule, validation, checkpoints. `section` is the
+    YAML section a subclass is read from; error messages name keys by it."""
 
+    section: ClassVar[str] = "stage"
     steps: int = 200
     batch_size: int = 8
     grad_accum: int = 1
@@ -109,34 +148,70 @@ class StageConfig:
     warmup: int = 20
     optimizer: str = "adamw"            # adamw | lion
     max_grad_norm: float = 1.0
-    eval_every: int = 50
+    eval_every: int = 50                # validate every this many steps (and after the last one)
     patience: int = 4                   # evaluations without improvement before stopping
     checkpoint_minutes: float = 10.0    # also checkpoint between validations once this much time has passed
     max_eval_examples: int = 200        # validation subset used for model selection
-    alpha: float = 0.5                  # stage 1: gradient-norm weighting exponent
-    init_r: int = 16                    # stage 2: AdaLoRA
-    target_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    tinit: int = 0
-    tfinal: int = 0
-    deltaT: int = 1
-    orth_reg_weight: float = 0.5
+    # Training cost levers (benchmarks/train_speed.py measures each); validation and test always score all
+    # candidates with the full model.
+    train_negatives: int = 0            # >0: each training example scores its target + this many of its negatives
     enabled: bool = True
 
-    def validate(self, name: str = "stage") -> None:
-        _choice(f"{name}.optimizer", self.optimizer, ("adamw", "lion"))
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        name = self.section
+        _choice(f"{name}.optimizer", self.optimizer, OPTIMIZERS)
         _positive(f"{name}.steps", self.steps)
         _positive(f"{name}.batch_size", self.batch_size)
         _positive(f"{name}.grad_accum", self.grad_accum)
         if self.checkpoint_minutes < 0:
             raise DelrecError(f"{name}.checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
+        _positive(f"{name}.train_negatives", self.train_negatives, minimum=0)
         if self.warmup > self.steps:
             raise DelrecError(f"{name}.warmup ({self.warmup}) must not exceed {name}.steps ({self.steps})")
+        _positive(f"{name}.eval_every", self.eval_every)
+        if self.eval_every > self.steps:
+            raise DelrecError(f"{name}.eval_every ({self.eval_every}) must not exceed {name}.steps "
+                              f"({self.steps}): model selection needs validations during training")
 
 
-def _stage2_defaults() -> StageConfig:
-    return StageConfig(steps=300, lr=1e-3, weight_decay=1e-6, warmup=30)
+@dataclass
+class Stage1Config(StageConfig):
+    """Stage 1: the soft prompt trained on TA + RPS (docs/method.md §5)."""
+
+    section: ClassVar[str] = "stage1"
+    alpha: float = 0.5                  # gradient-norm loss weighting exponent
+
+
+@dataclass
+class Stage2Config(StageConfig):
+    """Stage 2: AdaLoRA fine-tuning on LSR (docs/method.md §6)."""
+
+    section: ClassVar[str] = "stage2"
+    steps: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    warmup: int = 30
+    init_r: int = 16                    # AdaLoRA: initial and final rank budget per module
+    target_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    tinit: int = 0                      # 0: a tenth of steps (warm-up before pruning)
+    tfinal: int = 0                     # 0: a fifth of steps (final fine-tuning at the target budget)
+    deltaT: int = 1
+    orth_reg_weight: float = 0.5
+    train_layers: int = 0               # adapt only the top N blocks (0 = all; decoder-only LMs)
+    cache_lower: bool = True            # with train_layers: compute the frozen lower blocks once per example
+
+    def validate(self) -> None:
+        super().validate()
+        _positive("stage2.train_layers", self.train_layers, minimum=0)
+        _positive("stage2.target_r", self.target_r)
+        if self.init_r < self.target_r:
+            raise DelrecError(f"stage2.init_r ({self.init_r}) must be >= stage2.target_r ({self.target_r}): "
+                              f"AdaLoRA prunes ranks, it never adds them")
 
 
 @dataclass
@@ -144,14 +219,21 @@ class EvalConfig:
     methods: list = field(default_factory=lambda: ["popularity", "teachers", "lm-zero-shot", "lsr-only", "delrec"])
     ablations: bool = False             # also delrec-no-ta and delrec-no-rps
     teacher_hint: bool = False          # beyond the paper: row delrec+hint
+    hint_k: int = 5                     # delrec+hint: the teacher's top k of the example's own candidates
     order_robust: bool = False          # score under two candidate orders and average
     batch_size: int = 8
     bootstrap: int = 1000
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        known = ("popularity", "teachers", "lm-zero-shot", "lsr-only", "delrec", "delrec-no-ta", "delrec-no-rps")
         for m in self.methods:
-            _choice("eval.methods", m, known)
+            _choice("eval.methods", m, EVAL_METHODS)
+
+    @property
+    def uses_soft_prompt(self) -> bool:
+        return self.ablations or self.teacher_hint or any(m in SOFT_PROMPT_METHODS for m in self.methods)
 
 
 @dataclass
@@ -159,8 +241,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     lm: LMConfig = field(default_factory=LMConfig)
-    stage1: StageConfig = field(default_factory=StageConfig)
-    stage2: StageConfig = field(default_factory=_stage2_defaults)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     out: str = "runs/default"
@@ -169,12 +251,13 @@ class RunConfig:
         self.validate()
 
     def validate(self) -> None:
-        self.data.validate()
-        self.teacher.validate()
-        self.lm.validate()
-        self.stage1.validate("stage1")
-        self.stage2.validate("stage2")
-        self.eval.validate()
+        """Every section again (they may have been edited since they were built), then what spans sections."""
+        for section in (self.data, self.teacher, self.lm, self.stage1, self.stage2, self.eval):
+            section.validate()
+        if self.eval.uses_soft_prompt and self.lm.n_soft < 1:
+            raise DelrecError(f"lm.n_soft: must be >= 1 when a soft-prompt method is evaluated (eval.methods "
+                              f"{self.eval.methods}, ablations {self.eval.ablations}, teacher_hint "
+                              f"{self.eval.teacher_hint}), got {self.lm.n_soft}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -182,6 +265,18 @@ class RunConfig:
     def save(self, path) -> None:
         from delrec.io import atomic_write_text
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _known_dataset(name: str) -> None:
+    """Any name reads a folder (auto-detected format), so only an empty name or a misspelt known one is
+    refused: `ML-100K` or `ml100k` would otherwise look for files under the wrong folder name."""
+    if not name.strip():
+        raise DelrecError(f"data.dataset: empty; use one of {', '.join(DATASET_DOMAINS)} or your dataset's "
+                          f"name")
+    squash = re.sub(r"[^a-z0-9]", "", name.lower())
+    for known in DATASET_DOMAINS:
+        if name != known and squash == re.sub(r"[^a-z0-9]", "", known):
+            raise DelrecError(f"data.dataset: {name!r} is not a known dataset name; did you mean {known!r}?")
 
 
 def _choice(key, value, options):
@@ -194,79 +289,6 @@ def _positive(key, value, minimum=1):
         raise DelrecError(f"{key}: must be >= {minimum}, got {value}")
 
 
-def _coerce(key: str, value, typ):
-    """Check (and for CLI strings, parse) `value` against the annotated type `typ`."""
-    origin = typing.get_origin(typ) or typ
-    if isinstance(value, str) and origin is not str:
-        try:  # YAML reads "5e-3" as a string; numbers from the CLI must still parse
-            value = origin(value) if origin in (int, float) else yaml.safe_load(value)
-        except ValueError:
-            raise DelrecError(f"{key}: expected {origin.__name__}, got {value!r}") from None
-    if origin is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if origin in (list, dict) and isinstance(value, origin):
-        return value
-    if origin is bool and not isinstance(value, bool):
-        raise DelrecError(f"{key}: expected true/false, got {value!r}")
-    if origin in (int, float, str) and (not isinstance(value, origin) or isinstance(value, bool)):
-        raise DelrecError(f"{key}: expected {origin.__name__}, got {value!r}")
-    if origin in (list, dict) and not isinstance(value, origin):
-        raise DelrecError(f"{key}: expected a {origin.__name__}, got {value!r}")
-    return value
-
-
-def _build(cls, values: dict, prefix: str):
-    if not isinstance(values, dict):
-        raise DelrecError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        full = f"{prefix}{key}"
-        if key not in known:
-            raise DelrecError(f"unknown config key {full!r}; known: {', '.join(sorted(known))}")
-        typ = hints[key]
-        if dataclasses.is_dataclass(typ):
-            kwargs[key] = _build(typ, value or {}, full + ".")
-        else:
-            kwargs[key] = _coerce(full, value, typ)
-    if cls is RunConfig:
-        return cls(**kwargs)
-    obj = cls(**kwargs) if cls is not StageConfig or prefix != "stage2." else _stage2_with(kwargs)
-    return obj
-
-
-def _stage2_with(kwargs: dict) -> StageConfig:
-    base = dataclasses.asdict(_stage2_defaults())
-    base.update(kwargs)
-    return StageConfig(**base)
-
-
-def _set_path(tree: dict, dotted: str, value: str) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise DelrecError(f"--set {dotted}: {p!r} is not a section")
-    node[parts[-1]] = value
-
-
 def load_config(path: str | None = None, overrides: list[str] | tuple = ()) -> RunConfig:
     """Read a YAML preset (or defaults) and apply `section.key=value` overrides; validate everything."""
-    tree: dict = {}
-    if path:
-        p = Path(path)
-        if not p.exists():
-            raise DelrecError(f"config file not found: {p}")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise DelrecError(f"{p}: invalid YAML ({e})".replace("\n", " ")) from None
-    for item in overrides:
-        if "=" not in item:
-            raise DelrecError(f"--set {item!r}: expected section.key=value")
-        key, value = item.split("=", 1)
-        _set_path(tree, key.strip(), value)
-    return _build(RunConfig, tree, "")
-
+    return build_dataclass(RunConfig, read_tree(path, overrides))

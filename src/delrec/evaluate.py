@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from delrec import dist
 from delrec.metrics import per_example, ranks_from_scores, summarize
-from delrec.stages import dist
+
+if TYPE_CHECKING:
+    from delrec.lm.backbone import Backbone
+    from delrec.lm.soft_prompt import SoftPrompt
+    from delrec.prompts.examples import PromptExample
+
+
+class Scorer(Protocol):
+    """What evaluation and both training stages need from an LM scorer (`lm.scoring.CandidateScorer`): the
+    backbone it runs (stage 2 wraps its model in AdaLoRA) and [B, C] candidate scores, differentiable w.r.t.
+    the soft prompt and any trainable adapter."""
+
+    backbone: Backbone
+
+    def score(self, prompts: list[str], candidates: list[list[str]], soft_prompt: SoftPrompt | None = None
+              ) -> torch.Tensor: ...
 
 
 @torch.no_grad()
-def score_examples(scorer, examples, soft_prompt=None, *, batch_size: int = 8, desc: str = "scoring"
-                   ) -> np.ndarray:
+def score_examples(scorer: Scorer, examples: Sequence[PromptExample], soft_prompt: SoftPrompt | None = None,
+                   *, batch_size: int = 8, desc: str = "scoring") -> np.ndarray:
     """[N, C] candidate scores; each process scores every world-th example, results are gathered."""
     rank, world = dist.world()
     mine = list(range(rank, len(examples), world))

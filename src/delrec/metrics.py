@@ -1,4 +1,5 @@
-"""HR@k / NDCG@k over candidate scores (ties pessimistic), bootstrap intervals, and metrics.json rows."""
+"""HR@k / NDCG@k over candidate scores (ties pessimistic), bootstrap intervals, and metrics.json rows
+(docs/method.md §7)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,19 @@ def ranks_from_scores(scores, target_index) -> np.ndarray:
     return 1 + better_or_tied.sum(axis=1)
 
 
-def per_example(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
+def hit_and_ndcg(ranks, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: 1[rank <= k] and 1[rank <= k] / log2(rank + 1) (one relevant item, so IDCG = 1)."""
     ranks = np.asarray(ranks)
+    hit = (ranks <= k).astype(np.float64)
+    return hit, hit / np.log2(ranks + 1.0)
+
+
+def per_example(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
     out = {}
     for k in ks:
-        hit = (ranks <= k).astype(np.float64)
-        out[f"hr@{k}"] = hit
-        if k > 1:
-            out[f"ndcg@{k}"] = hit / np.log2(ranks + 1.0)
+        out[f"hr@{k}"], ndcg = hit_and_ndcg(ranks, k)
+        if k > 1:  # NDCG@1 is HR@1
+            out[f"ndcg@{k}"] = ndcg
     return out
 
 
@@ -53,9 +59,9 @@ def summarize(ranks, ks=DEFAULT_KS, *, n_boot: int = 1000, seed: int = 0) -> dic
 
 
 def ndcg_hr_full(ranks, k: int = 10) -> dict:
-    ranks = np.asarray(ranks)
-    hit = ranks <= k
-    return {f"full/hr@{k}": float(hit.mean()), f"full/ndcg@{k}": float((hit / np.log2(ranks + 1.0)).mean())}
+    """Means over full-catalogue ranks (teachers), under `full/` so they never mix with candidate metrics."""
+    hit, ndcg = hit_and_ndcg(ranks, k)
+    return {f"full/hr@{k}": float(hit.mean()), f"full/ndcg@{k}": float(ndcg.mean())}
 
 
 class MetricsFile:

@@ -9,29 +9,30 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from delrec import DelrecError
+from delrec import DelrecError, dist
+from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import RunConfig
 from delrec.data.candidates import CandidateSet, make_candidates, read_candidates, write_candidates
 from delrec.data.registry import load_dataset
+from delrec.data.sequences import Dataset
 from delrec.data.split import Split, make_split
 from delrec.evaluate import metric_row, score_examples
 from delrec.metrics import MetricsFile, format_table
 from delrec.prompts.examples import PromptBuilder, build_stage1
 from delrec.runs import RunDir, digest, fresh, is_done, mark_done
-from delrec.stages import dist
 from delrec.stages.loop import JsonlLog
 
-ABLATIONS = {"delrec": ("ta", "rps"), "delrec-no-ta": ("rps",), "delrec-no-rps": ("ta",)}
-
+Until = Literal["teach", "distill", "finetune", "evaluate"]
 
 @dataclass
 class Context:
     cfg: RunConfig
     run: RunDir
-    dataset: object
+    dataset: Dataset
     split: Split
     cands: dict[str, list[CandidateSet]]
     log: JsonlLog
@@ -69,7 +70,10 @@ def candidate_file(cfg: RunConfig, run: RunDir, dataset, split: Split, name: str
 
 
 def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
-    from delrec.teachers.train import Teacher, evaluate_teacher, export_topk, train_teacher
+    from delrec.teachers.evaluation import evaluate_teacher
+    from delrec.teachers.teacher import Teacher
+    from delrec.teachers.topk import export_topk
+    from delrec.teachers.train import train_teacher
 
     cfg, teachers = ctx.cfg, {}
     popularity = train_teacher("popularity", cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, progress=False)
@@ -94,10 +98,19 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
     return teachers
 
 
-def builder_for(ctx: Context, letters: bool) -> PromptBuilder:
-    return PromptBuilder(ctx.dataset.catalog, ctx.dataset.domain, ctx.cfg.teacher.models[0],
-                         ctx.cfg.data.max_history, ctx.cfg.data.n_candidates, letters,
-                         ctx.cfg.lm.list_candidates)
+def prompt_builder(cfg: RunConfig, dataset: Dataset) -> PromptBuilder:
+    """The prompts of a run: its dataset's titles and domain, the distilled teacher, the configured history
+    length, candidate count and scorer (index-letter lists candidates as letters)."""
+    return PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
+                         cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates)
+
+
+def require_finished(result: dict, what: str) -> dict:
+    """Stages return unfinished only when stopped early on purpose (`stop_after`); the folder then holds a
+    checkpoint to resume from."""
+    if not result["finished"]:
+        raise DelrecError(f"{what} stopped before finishing; rerun with --resume")
+    return result
 
 
 def new_lm(cfg: RunConfig):
@@ -117,7 +130,7 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     if is_done(folder, key):
         return folder / "soft_prompt.safetensors", key
     folder = fresh(folder, resume)
-    builder = builder_for(ctx, cfg.lm.scorer == "index-letter")
+    builder = prompt_builder(cfg, ctx.dataset)
     k = cfg.teacher.topk
     train_h = [e.history for e in ctx.split.train]
     valid_h = [e.history for e in ctx.split.valid[:cfg.stage1.max_eval_examples]]
@@ -126,19 +139,32 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     scorer = new_lm(cfg)
     soft = SoftPrompt.create(cfg.lm.n_soft, scorer.backbone, init=cfg.lm.soft_init, seed=cfg.seed)
     result = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg.stage1, folder, seed=cfg.seed,
-                     tasks=ABLATIONS[variant], resume=resume, log=ctx.log, eval_batch_size=cfg.eval.batch_size,
-                     name=f"stage1/{variant}")
-    if not result["finished"]:
-        raise DelrecError(f"stage 1 ({variant}) stopped before finishing; rerun with --resume")
-    mark_done(folder, result, key)
+                     tasks=SOFT_PROMPT_METHODS[variant], resume=resume, log=ctx.log,
+                     eval_batch_size=cfg.eval.batch_size, name=f"stage1/{variant}")
+    mark_done(folder, require_finished(result, f"stage 1 ({variant})"), key)
     return folder / "soft_prompt.safetensors", key
 
 
 def lsr_for(ctx: Context, sets: list[CandidateSet], soft: bool, hint_teacher=None) -> list:
-    """LSR prompts for candidate sets; with a teacher, its top-k titles go into the prompt (delrec+hint)."""
-    builder = builder_for(ctx, ctx.cfg.lm.scorer == "index-letter")
-    hints = hint_teacher.topk([c.history for c in sets], ctx.cfg.teacher.topk) if hint_teacher else [None] * len(sets)
+    """LSR prompts for candidate sets; with a teacher, its ranking of each example's candidates goes into the
+    prompt (delrec+hint)."""
+    builder = prompt_builder(ctx.cfg, ctx.dataset)
+    hints = candidate_hints(hint_teacher, sets, ctx.cfg.eval.hint_k) if hint_teacher else [None] * len(sets)
     return [builder.lsr(c, soft=soft, hint=h) for c, h in zip(sets, hints)]
+
+
+def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512) -> list[list[int]]:
+    """The teacher's top k of each example's own candidates, best first. Its global top-k (the paper's view of
+    the teacher) mostly misses the 20 candidates, so it tells the LM little about the choice at hand."""
+    out = []
+    for lo in range(0, len(sets), chunk):
+        part = sets[lo:lo + chunk]
+        scores = teacher.scores([c.history for c in part])
+        for c, s in zip(part, scores):
+            cands = list(c.candidates)
+            ranked = sorted(range(len(cands)), key=lambda j: (-float(s[cands[j]]), j))
+            out.append([cands[j] for j in ranked[:k]])
+    return out
 
 
 def evaluate_lm(ctx: Context, scorer, soft, method: str, examples_fn) -> dict:
@@ -174,8 +200,7 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
     result = finetune(scorer, soft, train, valid, cfg.stage2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
                       eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}")
-    if not result["finished"]:
-        raise DelrecError(f"stage 2 ({method}) stopped before finishing; rerun with --resume")
+    require_finished(result, f"stage 2 ({method})")
     row = evaluate_lm(ctx, scorer, soft, method, lambda sets: lsr_for(ctx, sets, use_soft, hint))
     save_scores(folder, row.pop("scores"))
     # Relative to the run folder, so a moved or copied run still finds its soft prompt.
@@ -192,7 +217,9 @@ def save_scores(folder: Path, scores: np.ndarray) -> None:
             np.save(f, scores, allow_pickle=False)
 
 
-def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate") -> dict:
+def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluate") -> dict:
+    """The pipeline up to `until` (teach: teachers only; distill: + stage 1; finetune: + stage 2 without the
+    zero-shot and hint rows; evaluate: everything); returns the metrics rows."""
     from delrec.report import write_report
 
     ctx = prepare(cfg)
@@ -212,7 +239,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate"
         metrics.add("lm-zero-shot", row)
     for method in methods:
         variant = method.replace("+hint", "")
-        if variant in ABLATIONS:
+        if variant in SOFT_PROMPT_METHODS:
             soft_path, key = stage1(ctx, teacher, variant, resume)
             if until == "distill":
                 continue
@@ -226,6 +253,11 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: str = "evaluate"
         write_report(ctx.run.root, metrics)
         print(format_table(metrics.rows))
     return metrics.rows
+
+
+def teach_command(cfg: RunConfig) -> dict:
+    """`delrec teach`: the pipeline up to the teachers, on the same candidate files as `delrec run`."""
+    return run_command(cfg, until="teach")
 
 
 def distill_command(cfg: RunConfig, resume: bool = False) -> dict:
@@ -244,8 +276,7 @@ def show_prompt(cfg: RunConfig, task: str = "lsr", index: int = 0) -> str:
     split = make_split(dataset, cfg.data.protocol, seed=cfg.data.seed, max_train_examples=index + 1)
     ex = split.test[index % len(split.test)]
     cs = make_candidates(dataset, [ex], n_candidates=cfg.data.n_candidates, seed=cfg.data.seed)[0]
-    builder = PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
-                            cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates)
+    builder = prompt_builder(cfg, dataset)
     # Stage-1 prompts need the teacher's top-k; for display, the history's own later items stand in for it.
     stand_in = list(cs.candidates[: cfg.teacher.topk])
     rng = random.Random(0)

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 from delrec import DelrecError
+from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import load_config
 from delrec.data.candidates import CandidateSet, read_candidates, sample_negatives
 from delrec.data.registry import load_dataset
@@ -18,14 +19,14 @@ from delrec.prompts.examples import PromptBuilder
 
 def trained_methods(run_dir: Path) -> dict[str, Path]:
     """method name -> its finished stage-2 folder for the run's current config.yaml."""
-    from delrec.pipeline import ABLATIONS
     from delrec.runs import RunDir
 
     run = RunDir(run_dir)
     cfg = load_config(str(run.path("config.yaml")))
     out = {}
-    for method in ["lsr-only", *ABLATIONS]:  # delrec+hint needs the teacher at inference: not served here
-        key = run.stage1_key(cfg, method) if method in ABLATIONS else None
+    # delrec+hint needs the teacher at inference: not served here
+    for method in ["lsr-only", *SOFT_PROMPT_METHODS]:
+        key = run.stage1_key(cfg, method) if method in SOFT_PROMPT_METHODS else None
         folder = run.stage2_dir(cfg, method, key)
         if (folder / "done.json").exists():
             out[method] = folder
@@ -55,7 +56,7 @@ class Recommender:
     @classmethod
     def load(cls, run_dir: str | Path, method: str = "delrec") -> Recommender:
         from delrec.lm.soft_prompt import SoftPrompt
-        from delrec.pipeline import new_lm
+        from delrec.pipeline import new_lm, prompt_builder
         from delrec.stages.finetune import load_adapter
 
         run_dir = Path(run_dir)
@@ -72,8 +73,7 @@ class Recommender:
         soft_path = stored_path(run_dir, done.get("soft_prompt"))
         soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
         dataset = load_dataset(cfg.data)
-        builder = PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
-                                cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates)
+        builder = prompt_builder(cfg, dataset)
         return cls(cfg, dataset, scorer, soft, builder, method)
 
     def _example(self, cs: CandidateSet):

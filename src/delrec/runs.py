@@ -8,9 +8,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from delrec import dist
 from delrec.config import RunConfig
 from delrec.io import atomic_write_text
-from delrec.stages import dist
 
 
 def digest(*parts) -> str:

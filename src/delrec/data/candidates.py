@@ -1,4 +1,7 @@
-"""Seeded candidate sets (target + uniform negatives outside the history), persisted as JSONL + .meta.json."""
+"""Seeded candidate sets (target + uniform negatives outside the history), persisted as JSONL + .meta.json.
+
+Every method is scored on the same files (docs/method.md §1).
+"""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def fetch_ml100k(dest: Path, *, url: str = ML100K_URL, timeout: float = DOWNLOAD
 
 def ensure_ml100k(cfg: DataConfig) -> DataConfig:
     """The config pointing at a folder that holds u.data and u.item, downloading them if needed."""
-    from delrec.data.formats import locate
+    from delrec.data.formats.files import locate
 
     dest = Path(cfg.data_dir).expanduser() if cfg.data_dir else default_dir("ml-100k")
     dest = locate(dest, "u.data")

@@ -6,12 +6,10 @@ import os
 from pathlib import Path
 
 from delrec import DelrecError
+from delrec.choices import DATASET_DOMAINS
 from delrec.config import DataConfig
 from delrec.data.sequences import Dataset
 from delrec.data.synthetic import make_world
-
-DOMAINS = {"synthetic": "movie", "ml-100k": "movie", "ml-1m": "movie", "steam": "game", "beauty": "beauty",
-           "home-kitchen": "home", "csv": "movie"}
 
 
 def resolve_data_dir(cfg: DataConfig) -> Path:
@@ -28,7 +26,7 @@ def resolve_data_dir(cfg: DataConfig) -> Path:
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
-    domain = cfg.domain or DOMAINS.get(cfg.dataset, "movie")
+    domain = cfg.domain or DATASET_DOMAINS.get(cfg.dataset, "movie")
     if cfg.dataset == "synthetic":
         return make_world(cfg.synthetic_users, cfg.synthetic_items, seed=cfg.seed, domain=domain)
     from delrec.data.formats import read_dataset  # readers import lazily: most runs need one

@@ -1,4 +1,5 @@
-"""Evaluation protocols: leave-one-out (default), the paper's user-split (8:1:1), or the data's own split."""
+"""Evaluation protocols (docs/method.md §1): leave-one-out (default), the paper's user-split (8:1:1), or the
+data's own split."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import random
 from dataclasses import dataclass, field
 
 from delrec import DelrecError
+from delrec.choices import PROTOCOLS
 from delrec.data.sequences import Dataset
-
-PROTOCOLS = ("leave-one-out", "user-split", "predefined")
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ of a batch are held at once ([B, ~C x title length, vocab]); lower eval.batch_si
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
-from delrec.lm.scoring import _model_params
+from delrec.lm.backbone import forward_params
 
 
 def _layout(prompt_lengths, titles, P: int):
@@ -62,36 +64,67 @@ def _mask(layout, P: int, S: int, dtype: torch.dtype, as_bool: bool, device) -> 
 
 def packed_title_scores(scorer, prepared, candidates, soft) -> torch.Tensor:
     """Scores [B, C] equal (up to float rounding) to the cached path's, in one forward pass."""
-    model, backbone = scorer.backbone.model, scorer.backbone
-    B, C = len(prepared), len(candidates[0])
+    prompts, titles, pieces = embedded_pieces(scorer, prepared, candidates, soft)
+    return scores_from_pieces(scorer, prompts, pieces, titles)
+
+
+def embedded_pieces(scorer, prepared, candidates, soft):
+    """Input embeddings of each prompt ([lp, D], soft vectors spliced in) and of each title's fed tokens
+    ([n - 1, D]: the last token is never fed); with the title token ids."""
     titles = [[scorer.title_ids(t) for t in cands] for cands in candidates]
     prompt_emb, _, _, lengths = scorer._embed(prepared, soft, left_pad=True)
-    P, device = prompt_emb.shape[1], prompt_emb.device
-    layout = _layout(lengths.tolist(), titles, P)
+    P = prompt_emb.shape[1]
+    prompts = [prompt_emb[b, P - int(lp):] for b, lp in enumerate(lengths.tolist())]
+    emb_layer = scorer.backbone.input_embeddings()
+    pieces = []
+    for b, row in enumerate(titles):
+        fed = [tok for t in row for tok in t[:-1]]
+        flat = emb_layer(torch.tensor(fed, device=prompt_emb.device)).to(prompt_emb.dtype) if fed else None
+        sizes = [len(t) - 1 for t in row]
+        pieces.append(list(flat.split(sizes)) if fed else [prompt_emb.new_zeros(0, prompt_emb.shape[-1])] * len(row))
+    return prompts, titles, pieces
+
+
+def pack(prompts, pieces, titles):
+    """One packed row per prompt: inputs [B, S, D], position ids [B, S], the layout and the prompt width P."""
+    B, D, device = len(prompts), prompts[0].shape[-1], prompts[0].device
+    lengths = [int(p.shape[0]) for p in prompts]
+    P = max(lengths)
+    layout = _layout(lengths, titles, P)
     S = max(end for _, _, end in layout)
-    emb_layer = backbone.input_embeddings()
     rows, pos = [], torch.zeros(B, S, dtype=torch.long)
     for b, (lp, offsets, end) in enumerate(layout):
-        fed = [tok for t in titles[b] for tok in t[:-1]]
-        parts = [prompt_emb[b]]
-        if fed:
-            parts.append(emb_layer(torch.tensor(fed, device=device)).to(prompt_emb.dtype))
-        if S > end:
-            parts.append(prompt_emb.new_zeros(S - end, prompt_emb.shape[-1]))
+        parts = [prompts[b].new_zeros(P - lp, D), prompts[b], *[x.to(prompts[b].dtype) for x in pieces[b]],
+                 prompts[b].new_zeros(S - end, D)]
         rows.append(torch.cat(parts))
         pos[b, P - lp:P] = torch.arange(lp)
         for start, n in offsets:
             pos[b, start:start + n - 1] = torch.arange(lp, lp + n - 1)
-    embeds = torch.stack(rows)
+    return torch.stack(rows), pos.to(device), layout, P
+
+
+def packed_mask(model, layout, P: int, S: int, dtype, device) -> torch.Tensor:
     as_bool = model.config._attn_implementation in ("sdpa", "flash_attention_2", "flex_attention")
-    mask = _mask(layout, P, S, embeds.dtype, as_bool, device)
+    return _mask(layout, P, S, dtype, as_bool, device)
+
+
+def scores_from_pieces(scorer, prompts, pieces, titles, first_upper: int | None = None) -> torch.Tensor:
+    """Scores [B, C] from per-prompt and per-title input states. With `first_upper`, the states are those
+    entering block `first_upper` (lm/layer_cache.py) and only the blocks from there on run."""
+    from delrec.lm.blocks import upper_only
+
+    model = scorer.backbone.model
+    B, C = len(titles), len(titles[0])
+    embeds, pos, layout, P = pack(prompts, pieces, titles)
+    S, device = embeds.shape[1], embeds.device
+    mask = packed_mask(model, layout, P, S, embeds.dtype, device)
     keep = torch.arange(P - 1, S, device=device)  # logits from the answer position (column P - 1) on
-    if "logits_to_keep" in _model_params(model):
-        logits = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos.to(device), use_cache=False,
-                       logits_to_keep=keep).logits.float()
-    else:
-        logits = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos.to(device),
-                       use_cache=False).logits[:, keep].float()
+    kwargs = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos, "use_cache": False}
+    with upper_only(model, first_upper, embeds) if first_upper is not None else nullcontext():
+        if "logits_to_keep" in forward_params(model):
+            logits = model(**kwargs, logits_to_keep=keep).logits.float()
+        else:
+            logits = model(**kwargs).logits[:, keep].float()
     lse = torch.logsumexp(logits, -1)  # [B, S - P + 1]
     T = max(len(t) for row in titles for t in row)
     k_idx = torch.zeros(B * C, T, dtype=torch.long)

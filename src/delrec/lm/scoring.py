@@ -1,4 +1,4 @@
-"""Score an example's candidates with the LM (METHOD.md section 4): one float per candidate, higher = better.
+"""Score an example's candidates with the LM (docs/method.md §4): one float per candidate, higher = better.
 
 Scorers:
 - `title-likelihood`: mean (or sum) log-probability of the candidate title's tokens as the answer.
@@ -35,23 +35,17 @@ Conventions (why):
 from __future__ import annotations
 
 import copy
-import inspect
 import warnings
 from contextlib import nullcontext
 
 import torch
 
 from delrec import DelrecError
+from delrec.choices import CANDIDATE_PASSES, LENGTH_NORMS, SCORERS
+from delrec.lm.backbone import forward_params
 from delrec.prompts.templates import LETTERS, SOFT
 
-KINDS = ("title-likelihood", "first-token", "index-letter")
-PASSES = ("auto", "packed", "cached")
 _PROBE = "is"  # templates end with "... is" / "... is candidate"; titles are tokenised as its continuation
-
-
-def _model_params(model) -> set[str]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(type(base).forward).parameters)
 
 
 def _out_cache(out):
@@ -89,14 +83,15 @@ class CandidateScorer:
     def __init__(self, backbone, kind: str = "title-likelihood", length_norm: str = "mean",
                  max_title_tokens: int = 24, max_prompt_tokens: int = 1024, autocast_bf16: bool = False,
                  append_eos: bool | None = None, chunk_rows: int = 16, candidate_pass: str = "auto"):
-        if kind not in KINDS:
-            raise DelrecError(f"lm.scorer: {kind!r} is not one of {', '.join(KINDS)}")
-        if length_norm not in ("mean", "sum"):
-            raise DelrecError(f"lm.length_norm: {length_norm!r} is not one of mean, sum")
+        if kind not in SCORERS:
+            raise DelrecError(f"lm.scorer: {kind!r} is not one of {', '.join(SCORERS)}")
+        if length_norm not in LENGTH_NORMS:
+            raise DelrecError(f"lm.length_norm: {length_norm!r} is not one of {', '.join(LENGTH_NORMS)}")
         self.backbone, self.kind, self.length_norm = backbone, kind, length_norm
         self.max_title_tokens, self.max_prompt_tokens = max_title_tokens, max_prompt_tokens
-        if candidate_pass not in PASSES:
-            raise DelrecError(f"lm.candidate_pass: {candidate_pass!r} is not one of {', '.join(PASSES)}")
+        if candidate_pass not in CANDIDATE_PASSES:
+            raise DelrecError(f"lm.candidate_pass: {candidate_pass!r} is not one of "
+                              f"{', '.join(CANDIDATE_PASSES)}")
         self.autocast_bf16, self.chunk_rows = autocast_bf16, chunk_rows
         self.enc_dec = backbone.is_encoder_decoder
         if candidate_pass == "packed" and self.enc_dec:
@@ -296,7 +291,7 @@ class CandidateScorer:
         from transformers.modeling_outputs import BaseModelOutput
 
         model, B = self.backbone.model, len(prepared)
-        cache_kw = "cache" if "cache" in _model_params(model) else "past_key_values"
+        cache_kw = "cache" if "cache" in forward_params(model) else "past_key_values"
         embeds, mask, _, _ = self._embed(prepared, soft, left_pad=False)
         hidden = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         start = torch.full((B, 1), self.start_id, device=embeds.device)
@@ -325,7 +320,7 @@ class CandidateScorer:
 
             return packed_title_scores(self, prepared, candidates, soft)
         model, B = self.backbone.model, len(prepared)
-        params = _model_params(model)
+        params = forward_params(model)
         cache_kw = "cache" if "cache" in params else "past_key_values"
         keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # skip logits for all prompt tokens
         embeds, mask, pos, lengths = self._embed(prepared, soft, left_pad=True)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from delrec import DelrecError
+from delrec.choices import SOFT_INITS
 
 FORMAT = "delrec-soft-prompt/1"
-INITS = ("vocab", "normal")
 
 
 class SoftPrompt(nn.Module):
@@ -45,8 +44,8 @@ class SoftPrompt(nn.Module):
     def create(cls, n_soft: int, backbone, init: str = "vocab", seed: int = 0) -> SoftPrompt:
         """vocab: rows copied from randomly chosen vocabulary embeddings (the paper); normal: N(0, 1) (the
         released code). Seeded with its own generator, so the global RNG is left alone."""
-        if init not in INITS:
-            raise DelrecError(f"lm.soft_init: {init!r} is not one of {', '.join(INITS)}")
+        if init not in SOFT_INITS:
+            raise DelrecError(f"lm.soft_init: {init!r} is not one of {', '.join(SOFT_INITS)}")
         table = backbone.input_embeddings().weight
         prompt = cls(n_soft, int(table.shape[1]), init)
         gen = torch.Generator().manual_seed(seed)
@@ -73,20 +72,11 @@ class SoftPrompt(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> SoftPrompt:
-        from safetensors import safe_open
+        from delrec.io import read_tagged_safetensors
 
-        path = Path(path)
-        if not path.is_file():
-            raise DelrecError(f"soft prompt: {path} does not exist (run stage 1 first, or check the path)")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                weight = f.get_tensor("weight")
-        except Exception as exc:  # noqa: BLE001 - any parse failure means the same thing to the user
-            raise DelrecError(f"soft prompt: {path} is not a readable safetensors file ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise DelrecError(f"soft prompt: {path} is not a delrec soft prompt (metadata format "
-                              f"{meta.get('format')!r})")
+        tensors, meta = read_tagged_safetensors(path, FORMAT, "soft prompt",
+                                                missing_hint=" (run stage 1 first, or check the path)")
+        weight = tensors["weight"]
         config = json.loads(meta["config"])
         if list(weight.shape) != [config["n_soft"], config["dim"]]:
             raise DelrecError(f"soft prompt: {path} holds a {list(weight.shape)} tensor but its metadata says "

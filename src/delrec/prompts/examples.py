@@ -9,11 +9,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from delrec.choices import TEACHER_NAMES
 from delrec.data.candidates import CandidateSet, sample_negatives
 from delrec.data.catalog import Catalog
 from delrec.prompts import templates
-
-TEACHER_NAMES = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "caser": "Caser"}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The three DELRec prompt templates (METHOD.md sections 3, 5, 6): TA, RPS and LSR, one wording per domain.
+"""The three DELRec prompt templates (docs/method.md §3, §5, §6): TA, RPS and LSR, one wording per domain.
 
 Each prompt starts with an instruction naming the teacher model, then "The recommendation pattern of the
 <teacher> model is: [SOFT].", then the task text. `SOFT` marks where the scorer splices in the soft prompt's
@@ -66,7 +66,7 @@ LSR_INSTRUCTION = ("Sequential recommendation with the {teacher} model: recommen
                    "{verb}. " + PATTERN)
 # Without a soft prompt there is no learned pattern to name, so the sentence (and the teacher) is left out.
 LSR_INSTRUCTION_NO_SOFT = "Sequential recommendation: recommend the next {item} a user will {verb}."
-HINT = "The {teacher} model's top predictions are: {titles}.\n"
+HINT = "The {teacher} model's top candidates, best first: {titles}.\n"
 
 
 def _domain(domain: str) -> Domain:
@@ -127,7 +127,7 @@ def render_rps(domain: str, teacher: str, history: list[str], others: list[str],
 def render_lsr(domain: str, teacher: str, history: list[str], candidates: list[str], letters: bool,
                soft: bool = True, hint: list[str] | None = None) -> str:
     """The recommendation task. soft=False drops the soft-prompt sentence (lsr-only, zero-shot rows);
-    hint = the teacher's top-k titles as text (the teacher-hint option)."""
+    hint = the teacher's top titles among this example's candidates, best first (delrec+hint)."""
     d = _domain(domain)
     words = {"teacher": teacher, "verb": d.verb, "past": d.past, "item": d.item, "items": d.items}
     instruction = (LSR_INSTRUCTION if soft else LSR_INSTRUCTION_NO_SOFT).format(**words)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from functools import lru_cache
 
-from delrec import DelrecError
-from delrec.stages import dist
+from delrec import DelrecError, dist
 
 
 @lru_cache(maxsize=64)
@@ -31,3 +31,23 @@ def batch_indices(n: int, batch_size: int, step: int, micro: int, accum: int, se
     for k in range(start, start + per_rank):
         out.append(_perm(n, seed, k // n)[k % n])
     return out
+
+
+def step_rng(seed: int, step: int, micro: int) -> random.Random:
+    """A draw source that depends only on (seed, step, micro-batch): resumed runs draw the same."""
+    return random.Random((seed * 1_000_003 + step) * 1_009 + micro)
+
+
+def with_sampled_negatives(example, m: int, rng: random.Random):
+    """The example scored on its target and `m` of its other candidates (in their original order).
+
+    Training only (`stage*.train_negatives`): title scorers score each title on its own, so the cross-entropy
+    over the kept candidates is a sampled-softmax estimate of the full one at about (m + 1) / C of the title
+    tokens; validation and test always score every candidate."""
+    n = len(example.candidates)
+    if m <= 0 or m >= n - 1:
+        return example
+    others = [i for i in range(n) if i != example.label]
+    keep = sorted(rng.sample(others, m) + [example.label])
+    return dataclasses.replace(example, candidates=tuple(example.candidates[i] for i in keep),
+                               items=tuple(example.items[i] for i in keep), label=keep.index(example.label))

@@ -11,11 +11,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from delrec import DelrecError
-from delrec.io import atomic_path
+from delrec.io import atomic_path, read_tagged_safetensors
 
 FORMAT = "delrec-checkpoint-1"
 
@@ -30,21 +28,9 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) ->
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    path = Path(path)
-    if not path.exists():
-        raise DelrecError(f"no checkpoint at {path}")
-    try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        prev = path.with_suffix(".prev.safetensors")
-        hint = f"; the previous checkpoint {prev} is intact" if prev.exists() else ""
-        raise DelrecError(f"checkpoint {path} is corrupt or truncated ({str(e).splitlines()[0]}){hint}") from None
-    if header.get("format") != FORMAT:
-        raise DelrecError(f"{path}: not a delrec checkpoint (format {header.get('format')!r})")
+    prev = Path(path).with_suffix(".prev.safetensors")
+    hint = f"; the previous checkpoint {prev} is intact" if prev.exists() else ""
+    tensors, header = read_tagged_safetensors(path, FORMAT, "checkpoint", corrupt_hint=hint)
     return tensors, json.loads(header["meta"])
 
 

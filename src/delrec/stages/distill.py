@@ -1,6 +1,6 @@
 """Stage 1: distil the teacher's behaviour into the soft prompt (TA + RPS), the LM frozen.
 
-Loss weighting (METHOD.md 5): w_i ∝ (1/‖∇_soft L_i‖)^α, normalised, recomputed every step from the two
+Loss weighting (docs/method.md §5): w_i ∝ (1/‖∇_soft L_i‖)^α, normalised, recomputed every step from the two
 task gradients. The task gradients are averaged across processes before weighting, so every process applies
 the same weights and the same update.
 """
@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from delrec.config import StageConfig
-from delrec.evaluate import accuracy, score_examples
-from delrec.stages import dist
-from delrec.stages.batches import batch_indices
+from delrec import DelrecError, dist
+from delrec.config import Stage1Config
+from delrec.evaluate import Scorer, accuracy, score_examples
+from delrec.lm.soft_prompt import SoftPrompt
+from delrec.stages.batches import batch_indices, step_rng, with_sampled_negatives
 from delrec.stages.loop import JsonlLog, Trainer
 
 
@@ -34,26 +35,26 @@ def task_weights(norms: dict[str, float], alpha: float) -> dict[str, float]:
     return {k: v / total for k, v in inv.items()}
 
 
-def _loss(scorer, examples, soft) -> torch.Tensor:
+def _loss(scorer: Scorer, examples, soft) -> torch.Tensor:
     scores = scorer.score([e.prompt for e in examples], [list(e.candidates) for e in examples], soft)
     labels = torch.tensor([e.label for e in examples], device=scores.device)
     return F.cross_entropy(scores.float(), labels)
 
 
-def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Path, *, seed: int,
-            tasks=("ta", "rps"), resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
-            eval_batch_size: int = 8, name: str = "stage1") -> dict:
+def distill(scorer: Scorer, soft_prompt: SoftPrompt, data: Stage1Data, cfg: Stage1Config, run_dir: Path, *,
+            seed: int, tasks=("ta", "rps"), resume: bool = False, stop_after: int | None = None,
+            log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage1") -> dict:
     """Train `soft_prompt` in place; the best weights (validation TA/RPS accuracy) are restored and saved."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
     train = {"ta": data.ta_train, "rps": data.rps_train}
     valid = {"ta": data.ta_valid[:cfg.max_eval_examples], "rps": data.rps_valid[:cfg.max_eval_examples]}
+    if not any(train[t] for t in tasks):
+        raise DelrecError(f"stage 1: no training examples for tasks {', '.join(tasks)} (TA needs training "
+                          f"histories of at least 5 items, RPS the teacher's top-k); check "
+                          f"data.min_interactions and data.max_train_examples")
     tasks = [t for t in tasks if train[t]]
-    if not tasks:
-        raise ValueError("stage 1 has no training examples")
     scorer.backbone.model.eval()
-    # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher, say).
-    torch.manual_seed(seed)
     soft_prompt.requires_grad_(True)
     w = soft_prompt.weight
 
@@ -63,7 +64,9 @@ def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Pa
         for micro in range(cfg.grad_accum):
             for i, t in enumerate(tasks):
                 idx = batch_indices(len(train[t]), cfg.batch_size, step, micro, cfg.grad_accum, seed + i)
-                loss = _loss(scorer, [train[t][j] for j in idx], soft_prompt)
+                rng = step_rng(seed + i, step, micro)
+                batch = [with_sampled_negatives(train[t][j], cfg.train_negatives, rng) for j in idx]
+                loss = _loss(scorer, batch, soft_prompt)
                 (g,) = torch.autograd.grad(loss / cfg.grad_accum, w)
                 grads[t] += g
                 logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + loss.item() / cfg.grad_accum
@@ -80,13 +83,13 @@ def distill(scorer, soft_prompt, data: Stage1Data, cfg: StageConfig, run_dir: Pa
         for t in tasks:
             s = score_examples(scorer, valid[t], soft_prompt, batch_size=eval_batch_size, desc=f"valid {t}")
             accs.append(accuracy(s, [e.label for e in valid[t]]))
+        log.write(stage=name, event="eval_tasks", step=trainer.state.step,
+                  **{f"valid_acc_{t}": a for t, a in zip(tasks, accs)})
         return sum(accs) / len(accs)
 
     trainer = Trainer(cfg, {"soft_prompt": w}, run_dir, name, log)
-    state = trainer.fit(step_fn, evaluate, resume=resume, stop_after=stop_after)
-    finished = state.step >= cfg.steps or state.bad_evals >= cfg.patience
-    if finished:
+    trainer.fit(step_fn, evaluate, seed=seed, resume=resume, stop_after=stop_after)
+    if trainer.finished:
         trainer.save_best(run_dir / "soft_prompt.safetensors", soft_prompt.save)
     soft_prompt.requires_grad_(False)
-    return {"finished": finished, "best_valid": state.best_metric, "best_step": state.best_step,
-            "steps": state.step, "evals": state.evals}
+    return trainer.result()

@@ -16,17 +16,20 @@ from peft import AdaLoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from delrec import DelrecError
-from delrec.config import StageConfig
-from delrec.evaluate import ndcg5, score_examples
+from delrec.config import Stage2Config
+from delrec.dist import global_mean
+from delrec.evaluate import Scorer, ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
-from delrec.stages.batches import batch_indices
-from delrec.stages.dist import global_mean
+from delrec.lm.blocks import decoder_blocks
+from delrec.lm.layer_cache import UpperLayerScorer
+from delrec.lm.soft_prompt import SoftPrompt
+from delrec.stages.batches import batch_indices, step_rng, with_sampled_negatives
 from delrec.stages.loop import JsonlLog, Trainer
 
 FULL_STATE = "adapter_full.safetensors"
 
 
-def add_adalora(backbone, cfg: StageConfig, seed: int = 0):
+def add_adalora(backbone, cfg: Stage2Config, seed: int = 0):
     """Wrap the backbone's model in place; returns the peft model. The adapter initialisation is seeded on
     its own, so every process of a distributed run (and a single-process run) starts from the same weights."""
     total = cfg.steps
@@ -35,7 +38,7 @@ def add_adalora(backbone, cfg: StageConfig, seed: int = 0):
     if tinit >= total - tfinal:  # peft requires tinit < total_step - tfinal
         tinit = max(0, total - tfinal - 1)
     config = AdaLoraConfig(init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=cfg.lora_alpha,
-                           lora_dropout=cfg.lora_dropout, target_modules=attention_target_modules(backbone.model),
+                           lora_dropout=cfg.lora_dropout, target_modules=target_modules(backbone, cfg.train_layers),
                            total_step=total, tinit=tinit, tfinal=tfinal, deltaT=cfg.deltaT,
                            orth_reg_weight=cfg.orth_reg_weight,
                            task_type="SEQ_2_SEQ_LM" if backbone.is_encoder_decoder else "CAUSAL_LM")
@@ -44,6 +47,26 @@ def add_adalora(backbone, cfg: StageConfig, seed: int = 0):
         model = get_peft_model(backbone.model, config)
     backbone.model = model
     return model
+
+
+def target_modules(backbone, train_layers: int = 0):
+    """The attention query/value projections to adapt: of every block, or (train_layers = N) of the top N."""
+    names = attention_target_modules(backbone.model)
+    if not train_layers:
+        return names
+    if backbone.is_encoder_decoder:
+        raise DelrecError("stage2.train_layers: only decoder-only LMs; use 0 (all blocks) for encoder-decoders")
+    owner, attr = decoder_blocks(backbone.model)
+    total = len(getattr(owner, attr))
+    if train_layers > total:
+        raise DelrecError(f"stage2.train_layers: {train_layers} is more than the model's {total} blocks")
+    blocks = "|".join(str(i) for i in range(total - train_layers, total))
+    return rf"(.*\.)?{attr}\.({blocks})\.(.*\.)?({'|'.join(names)})"
+
+
+def first_adapted_block(backbone, train_layers: int) -> int:
+    owner, attr = decoder_blocks(backbone.model)
+    return len(getattr(owner, attr)) - train_layers
 
 
 def orthogonal_regulariser(model) -> torch.Tensor:
@@ -75,7 +98,7 @@ def save_adapter(model, folder: Path) -> None:
         save_file({n: p.detach().contiguous().cpu() for n, p in trainable_params(model).items()}, str(tmp))
 
 
-def load_adapter(backbone, cfg: StageConfig, folder: Path):
+def load_adapter(backbone, cfg: Stage2Config, folder: Path):
     """Rebuild the AdaLoRA model of `cfg` on `backbone` and load the saved adapter tensors into it."""
     model = add_adalora(backbone, cfg)
     path = Path(folder) / FULL_STATE
@@ -97,10 +120,11 @@ def _allocator_state(model) -> tuple:
     return alloc, model.base_model.peft_config[model.base_model.trainable_adapter_name]
 
 
-def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, run_dir: Path, *, seed: int,
-             resume: bool = False, stop_after: int | None = None, log: JsonlLog | None = None,
-             eval_batch_size: int = 8, name: str = "stage2") -> dict:
-    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5."""
+def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid: list, cfg: Stage2Config,
+             run_dir: Path, *, seed: int, resume: bool = False, stop_after: int | None = None,
+             log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage2",
+             metric=ndcg5) -> dict:
+    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`)."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
     model = scorer.backbone.model
@@ -108,9 +132,10 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
         soft_prompt.requires_grad_(False)
     params = trainable_params(model)
     valid = valid[:cfg.max_eval_examples]
+    fast = scorer  # what training and validation score with; the test pass always uses the full model
+    if cfg.train_layers and cfg.cache_lower:
+        fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), soft_prompt)
     alloc, lcfg = _allocator_state(model)
-    # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher, say).
-    torch.manual_seed(seed)
 
     def step_fn(step: int) -> dict:
         model.train()
@@ -118,7 +143,11 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
         for micro in range(cfg.grad_accum):
             idx = batch_indices(len(train), cfg.batch_size, step, micro, cfg.grad_accum, seed)
             batch = [train[j] for j in idx]
-            scores = scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+            if fast is not scorer:  # every candidate's lower states at once: one lower pass per example
+                fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+            rng = step_rng(seed, step, micro)
+            batch = [with_sampled_negatives(e, cfg.train_negatives, rng) for e in batch]
+            scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
             labels = torch.tensor([e.label for e in batch], device=scores.device)
             loss = F.cross_entropy(scores.float(), labels)
             reg = orthogonal_regulariser(model)
@@ -131,8 +160,8 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
 
     def evaluate() -> float:
         model.eval()
-        s = score_examples(scorer, valid, soft_prompt, batch_size=eval_batch_size, desc="valid lsr")
-        return ndcg5(s, [e.label for e in valid])
+        s = score_examples(fast, valid, soft_prompt, batch_size=eval_batch_size, desc="valid lsr")
+        return metric(s, [e.label for e in valid])
 
     def extra_state() -> dict:
         out = {}
@@ -147,10 +176,8 @@ def finetune(scorer, soft_prompt, train: list, valid: list, cfg: StageConfig, ru
         lcfg.rank_pattern = json.loads(bytes(t["rank_pattern"].tolist()).decode())
 
     trainer = Trainer(cfg, params, run_dir, name, log, extra_state, load_extra)
-    state = trainer.fit(step_fn, evaluate, post_step, resume=resume, stop_after=stop_after)
+    trainer.fit(step_fn, evaluate, post_step, seed=seed, resume=resume, stop_after=stop_after)
     model.eval()
-    finished = state.step >= cfg.steps or state.bad_evals >= cfg.patience
-    if finished:
+    if trainer.finished:
         trainer.save_best(run_dir / "adapter", lambda folder: save_adapter(model, folder))
-    return {"finished": finished, "best_valid": state.best_metric, "best_step": state.best_step,
-            "steps": state.step, "evals": state.evals}
+    return trainer.result()

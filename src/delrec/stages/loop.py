@@ -7,6 +7,7 @@ averages them across processes (unless the step says it already did), clips, ste
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -17,9 +18,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from delrec import DelrecError, dist
 from delrec.config import StageConfig
 from delrec.io import atomic_write_text
-from delrec.stages import dist
 from delrec.stages.checkpoint import (
     load_checkpoint,
     load_optimizer_tensors,
@@ -101,13 +102,16 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.extra_state:
             tensors |= {f"extra.{k}": v for k, v in self.extra_state().items()}
-        meta = {"state": self.state.__dict__, "groups": groups, "stage": self.name, "steps": self.cfg.steps}
+        # The stage's resolved config rides along (as nanoGPT's model_args): a checkpoint says what made it.
+        meta = {"state": self.state.__dict__, "groups": groups, "stage": self.name, "steps": self.cfg.steps,
+                "section": self.cfg.section, "config": dataclasses.asdict(self.cfg)}
         save_checkpoint(self.ckpt_path, tensors, meta)
 
     def restore(self) -> bool:
         if not self.ckpt_path.exists():
             return False
         tensors, meta = load_checkpoint(self.ckpt_path)
+        self._check_config(meta.get("config"))
         with torch.no_grad():
             for k, p in self.params.items():
                 p.copy_(tensors[f"param.{k}"])
@@ -118,6 +122,31 @@ class Trainer:
             self.load_extra_state({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
         self.state = LoopState(**meta["state"])
         return True
+
+    def _check_config(self, saved: dict | None) -> None:
+        """Resuming under other settings would silently mix two runs; checkpoints from before configs were
+        stored (no "config") are trusted as before."""
+        if saved is None:
+            return
+        current = dataclasses.asdict(self.cfg)
+        changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
+        if changed:
+            k, section = changed[0], self.cfg.section
+            raise DelrecError(f"{self.ckpt_path}: written with {section}.{k}={saved.get(k)!r}, this run has "
+                              f"{current.get(k)!r} ({len(changed)} setting(s) differ); resume with the same "
+                              f"{section} settings or start without --resume")
+
+    @property
+    def finished(self) -> bool:
+        """The step budget is spent or early stopping fired (not: interrupted by `stop_after`)."""
+        return self.state.step >= self.cfg.steps or self.state.bad_evals >= self.cfg.patience
+
+    def result(self) -> dict:
+        """What a stage reports (and `done.json` keeps): finished, best validation metric and its step, steps
+        run, every evaluation."""
+        st = self.state
+        return {"finished": self.finished, "best_valid": st.best_metric, "best_step": st.best_step,
+                "steps": st.step, "evals": st.evals}
 
     def save_best(self, path: Path, save_fn: Callable[[Path], None]) -> None:
         """Write the selected weights with the caller's format (soft prompt file, peft adapter folder)."""
@@ -130,15 +159,18 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------
     def fit(self, step_fn: Callable[[int], dict], evaluate: Callable[[], float],
-            post_step: Callable[[int], None] | None = None, *, resume: bool = False,
+            post_step: Callable[[int], None] | None = None, *, seed: int, resume: bool = False,
             stop_after: int | None = None) -> LoopState:
         device = next(iter(self.params.values())).device
         with deterministic_on_cpu(device):
-            return self._fit(step_fn, evaluate, post_step, resume=resume, stop_after=stop_after)
+            return self._fit(step_fn, evaluate, post_step, seed=seed, resume=resume, stop_after=stop_after)
 
-    def _fit(self, step_fn, evaluate, post_step, *, resume: bool, stop_after: int | None) -> LoopState:
+    def _fit(self, step_fn, evaluate, post_step, *, seed: int, resume: bool, stop_after: int | None) -> LoopState:
         cfg, st = self.cfg, self.state
         folder = self.run_dir.name
+        # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher,
+        # say); a resumed run then restores the RNG state of its checkpoint.
+        torch.manual_seed(seed)
         if resume and self.restore():
             st = self.state
             self.log.forget_after(self.name, folder, st.step)
@@ -167,7 +199,8 @@ class Trainer:
             st.step += 1
             done_this_run += 1
             logs = {k: (float(v) if torch.is_tensor(v) else v) for k, v in logs.items()}
-            self.log.write(stage=self.name, step=st.step, lr=lr, grad_norm=float(norm), **logs)
+            self.log.write(stage=self.name, step=st.step, lr=lr, grad_norm=float(norm),
+                           elapsed_s=round(time.time() - t0, 3), **logs)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if isinstance(v, float)}, refresh=False)
             if st.step % cfg.eval_every == 0 or st.step == cfg.steps:

@@ -9,8 +9,9 @@ from delrec.teachers.gru4rec import GRU4Rec
 from delrec.teachers.popularity import Popularity
 from delrec.teachers.sasrec import SASRec
 
-TEACHERS = {"sasrec": SASRec, "gru4rec": GRU4Rec, "caser": Caser}
-BASELINES = {"popularity": Popularity}
+# keyed by each model's own `name`; tests check that these are exactly the names config accepts
+TEACHERS = {cls.name: cls for cls in (SASRec, GRU4Rec, Caser)}
+BASELINES = {Popularity.name: Popularity}
 
 
 def build_teacher(name: str, n_items: int, cfg) -> SequentialRecommender:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from delrec import DelrecError
 from delrec.teachers.base import SequentialRecommender
 
 
@@ -19,7 +20,7 @@ class SelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
         if hidden % heads:
-            raise ValueError(f"teacher.hidden ({hidden}) must be divisible by teacher.heads ({heads})")
+            raise DelrecError(f"teacher.hidden ({hidden}) must be divisible by teacher.heads ({heads})")
         self.heads, self.dropout = heads, dropout
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from delrec import DelrecError
 from delrec.data.catalog import clean_title
-from delrec.data.formats import fail, parse_time, read_lines
+from delrec.data.formats.files import fail, parse_time, read_lines
 from delrec.data.sequences import Dataset, build_dataset
 
 TITLE_FIELDS = ("title", "movie_title", "app_name", "product_name", "name")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from delrec import DelrecError
 from delrec.data.catalog import clean_title
-from delrec.data.formats import fail, read_lines
+from delrec.data.formats.files import fail, read_lines
 from delrec.data.sequences import Dataset, build_dataset
 
 ALIASES = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from delrec import DelrecError
 from delrec.data.catalog import clean_title
-from delrec.data.formats import fail, read_lines
+from delrec.data.formats.files import fail, read_lines
 from delrec.data.sequences import Dataset, build_dataset
 
 SPLITS = {"train": "train_data", "valid": "val_data", "test": "test_data"}

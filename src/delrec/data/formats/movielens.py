@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from delrec.data.catalog import clean_title
-from delrec.data.formats import fail, parse_time, read_lines
+from delrec.data.formats.files import fail, locate, parse_time, read_lines
 from delrec.data.sequences import Dataset, build_dataset
+
+
+@dataclass(frozen=True)
+class Layout:
+    ratings: str        # user<sep>item<sep>rating<sep>timestamp, one line per rating
+    items: str          # item<sep>title<sep>..., one line per movie
+    ratings_sep: str
+    items_sep: str
+
+
+LAYOUTS = {"movielens-100k": Layout("u.data", "u.item", "\t", "|"),
+           "movielens-1m": Layout("ratings.dat", "movies.dat", "::", "::")}
 
 
 def read_titles(path: Path, sep: str, *, min_fields: int) -> dict[str, str]:
@@ -47,17 +60,12 @@ def read_ratings(path: Path, sep: str, titles: dict[str, str], title_file: Path
     return records
 
 
-def read_ml100k(folder: Path, *, name: str = "ml-100k", min_interactions: int = 5) -> Dataset:
-    folder = Path(folder)
-    item_file, data_file = folder / "u.item", folder / "u.data"
-    titles = read_titles(item_file, "|", min_fields=2)
-    records = read_ratings(data_file, "\t", titles, item_file)
-    return build_dataset(name, records, titles, min_interactions=min_interactions, source=str(data_file))
-
-
-def read_ml1m(folder: Path, *, name: str = "ml-1m", min_interactions: int = 5) -> Dataset:
-    folder = Path(folder)
-    item_file, data_file = folder / "movies.dat", folder / "ratings.dat"
-    titles = read_titles(item_file, "::", min_fields=2)
-    records = read_ratings(data_file, "::", titles, item_file)
+def read_movielens(folder: Path, fmt: str = "movielens-100k", *, name: str = "ml-100k",
+                   min_interactions: int = 5) -> Dataset:
+    """`folder` (or its only sub-folder holding the ratings file) in the layout `fmt` names."""
+    layout = LAYOUTS[fmt]
+    folder = locate(Path(folder), layout.ratings)
+    item_file, data_file = folder / layout.items, folder / layout.ratings
+    titles = read_titles(item_file, layout.items_sep, min_fields=2)
+    records = read_ratings(data_file, layout.ratings_sep, titles, item_file)
     return build_dataset(name, records, titles, min_interactions=min_interactions, source=str(data_file))

@@ -1,0 +1,169 @@
+"""Training example passes per second, today's stage-1/stage-2 pass against the cost levers, A/B in one run.
+
+    python benchmarks/train_speed.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
+        --out benchmarks/results/train_speed.json [--quality-examples 600 --valid-users 200]
+
+Speed: every arm trains on the same n training examples with the real stage code (`finetune`, `distill`) for
+`--epochs` epochs; per-step wall times come from the run log. Stage-2 arms with `cache_lower` pay a lower
+pass per example in their first epoch only, so their rate is reported for the first epoch, for later epochs,
+and averaged over all `--epochs`; `stage2_ratio` uses that average (new arm over today's arm).
+Quality (`--quality-examples > 0`): today's arm and the new arm train on the same examples for one epoch and
+are scored on the same validation users (all 20 candidates, full model): NDCG@5 for stage 2 (lsr-only),
+mean TA/RPS accuracy for stage 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STAGE2_ARMS = {  # name -> stage2 overrides; "today" is the packed bf16 pass over every block and candidate
+    "today": {},
+    "negatives": {"train_negatives": 7},
+    "top-layers": {"train_layers": 4, "cache_lower": False},
+    "top-layers+cache": {"train_layers": 4},
+    "new": {"train_layers": 4, "train_negatives": 7},
+}
+STAGE1_ARMS = {"today": {}, "new": {"train_negatives": 7}}
+
+
+def _cfg(args, tmp, stage: str, changes: dict, steps: int, extra=()):
+    from delrec.config import load_config
+
+    sets = [f"data.data_dir={args.data_dir}", f"out={tmp}", f"{stage}.steps={steps}", f"{stage}.warmup=1",
+            f"{stage}.eval_every={steps}", f"{stage}.patience=1000", *extra]
+    return load_config(args.config, sets + [f"{stage}.{k}={v}" for k, v in changes.items()])
+
+
+def _step_times(log_path: Path, stage: str) -> list[float]:
+    rows = [json.loads(x) for x in log_path.read_text().splitlines()]
+    t = [r["elapsed_s"] for r in rows if r.get("stage") == stage and "grad_norm" in r]  # step rows
+    return [b - a for a, b in zip([0.0] + t[:-1], t)]
+
+
+def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -> dict:
+    from delrec.evaluate import metric_row, score_examples
+    from delrec.pipeline import new_lm, prepare, prompt_builder
+    from delrec.stages.finetune import add_adalora, finetune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = _cfg(args, tmp, "stage2", changes, 1)
+        steps = max(1, n * epochs // probe.stage2.batch_size)
+        cfg = _cfg(args, tmp, "stage2", changes, steps, [f"stage2.max_eval_examples={max(1, valid_users)}"])
+        ctx = prepare(cfg)
+        builder = prompt_builder(cfg, ctx.dataset)
+        train = [builder.lsr(c, soft=False) for c in ctx.cands["train"][:n]]
+        valid = [builder.lsr(c, soft=False) for c in ctx.cands["valid"][:max(1, valid_users)]]
+        scorer = new_lm(cfg)
+        add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
+        t0 = time.time()
+        finetune(scorer, None, train, valid[:1], cfg.stage2, Path(tmp) / "s2", seed=cfg.seed,
+                 eval_batch_size=cfg.eval.batch_size)
+        wall = time.time() - t0
+        dt = _step_times(Path(tmp) / "s2" / "log.jsonl", "stage2")
+        per_epoch = max(1, len(dt) // epochs)
+        b = cfg.stage2.batch_size
+        out = {"changes": changes, "steps": steps, "batch_size": b, "examples": steps * b, "wall_s": round(wall, 1),
+               "examples_per_s": steps * b / sum(dt),
+               "first_epoch_examples_per_s": per_epoch * b / sum(dt[:per_epoch]),
+               "later_epochs_examples_per_s": (len(dt) - per_epoch) * b / max(sum(dt[per_epoch:]), 1e-9)
+               if len(dt) > per_epoch else None}
+        if valid_users:
+            s = score_examples(scorer, valid, None, batch_size=cfg.eval.batch_size, desc="valid")
+            out["valid"] = {k: v for k, v in metric_row(s, [e.label for e in valid]).items()
+                            if k in ("hr@1", "hr@5", "ndcg@5", "ci95", "n")}
+        return out
+
+
+def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0) -> dict:
+    from delrec.lm.soft_prompt import SoftPrompt
+    from delrec.metrics import MetricsFile
+    from delrec.pipeline import new_lm, prepare, prompt_builder, train_teachers
+    from delrec.prompts.examples import build_stage1
+    from delrec.stages.distill import Stage1Data, distill
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _cfg(args, tmp, "stage1", changes, steps, [f"stage1.max_eval_examples={max(1, valid_users)}",
+                                                         "teacher.models=[sasrec]"])
+        ctx = prepare(cfg)
+        teacher = train_teachers(ctx, MetricsFile(Path(tmp) / "m.json", write=False))["sasrec"]
+        builder = prompt_builder(cfg, ctx.dataset)
+        tr_h = [e.history for e in ctx.split.train]
+        va_h = [e.history for e in ctx.split.valid[:max(1, valid_users)]]
+        ta, rps = build_stage1(builder, tr_h, teacher.topk(tr_h, cfg.teacher.topk), seed=cfg.seed)
+        ta_v, rps_v = build_stage1(builder, va_h, teacher.topk(va_h, cfg.teacher.topk), seed=cfg.seed + 1)
+        scorer = new_lm(cfg)
+        soft = SoftPrompt.create(cfg.lm.n_soft, scorer.backbone, init=cfg.lm.soft_init, seed=cfg.seed)
+        if not valid_users:
+            ta_v, rps_v = ta_v[:1], rps_v[:1]
+        t0 = time.time()
+        res = distill(scorer, soft, Stage1Data(ta, rps, ta_v, rps_v), cfg.stage1, Path(tmp) / "s1", seed=cfg.seed,
+                      eval_batch_size=cfg.eval.batch_size)
+        wall = time.time() - t0
+        dt = _step_times(Path(tmp) / "s1" / "log.jsonl", "stage1")
+        b = 2 * cfg.stage1.batch_size  # one batch per task per step
+        out = {"changes": changes, "steps": steps, "examples": steps * b, "wall_s": round(wall, 1),
+               "examples_per_s": steps * b / sum(dt)}
+        if valid_users:
+            out["valid_accuracy"] = res["best_valid"]
+        return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--n", type=int, default=64, help="training examples of the speed arms")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--stage1-steps", type=int, default=4)
+    ap.add_argument("--quality-examples", type=int, default=0)
+    ap.add_argument("--stage1-quality-steps", type=int, default=0)
+    ap.add_argument("--valid-users", type=int, default=200)
+    ap.add_argument("--arms", default=",".join(STAGE2_ARMS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    doc = {"command": "python benchmarks/train_speed.py " + " ".join(argv or sys.argv[1:]), "threads": args.threads,
+           "stage2": {}, "stage1": {}}
+
+    def save():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+
+    for name in args.arms.split(","):
+        doc["stage2"][name] = stage2_arm(args, STAGE2_ARMS[name], args.n, args.epochs)
+        print("stage2", name, round(doc["stage2"][name]["examples_per_s"], 3), flush=True)
+        save()
+    if "new" in doc["stage2"] and "today" in doc["stage2"]:
+        doc["stage2_ratio"] = doc["stage2"]["new"]["examples_per_s"] / doc["stage2"]["today"]["examples_per_s"]
+    if args.stage1_steps:
+        for name, changes in STAGE1_ARMS.items():
+            doc["stage1"][name] = stage1_arm(args, changes, args.stage1_steps)
+            print("stage1", name, round(doc["stage1"][name]["examples_per_s"], 3), flush=True)
+            save()
+        doc["stage1_ratio"] = doc["stage1"]["new"]["examples_per_s"] / doc["stage1"]["today"]["examples_per_s"]
+    if args.quality_examples:
+        doc["quality"] = {"stage2": {}, "stage1": {}}
+        for name in ("today", "new"):
+            doc["quality"]["stage2"][name] = stage2_arm(args, STAGE2_ARMS[name], args.quality_examples, 1,
+                                                        args.valid_users)
+            save()
+    if args.stage1_quality_steps:
+        doc.setdefault("quality", {"stage2": {}, "stage1": {}})
+        for name, changes in STAGE1_ARMS.items():
+            doc["quality"]["stage1"][name] = stage1_arm(args, changes, args.stage1_quality_steps, args.valid_users)
+            save()
+    save()
+    print(json.dumps({k: doc.get(k) for k in ("stage1_ratio", "stage2_ratio")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""A decoder-only LM run in two parts: the frozen lower layers once per example, the adapted top layers per step.
+
+With `stage2.train_layers = N`, AdaLoRA adapts only the top N blocks. The soft prompt is frozen in stage 2,
+so the hidden states that enter block `L - N` are a fixed function of an example's packed row (prompt and
+candidate titles, lm/packed.py): they are computed once, without autograd, stored in bf16, and every later
+pass over that example (training epochs and validation) runs only the top N blocks. A title block of a
+packed row sees the prompt and its own earlier tokens only, so the stored per-title states also serve any
+subset of the candidates (sampled negatives, `stage2.train_negatives`).
+
+The split works through the model's own forward: a pre-hook on the first adapted block stops the lower pass
+(and returns its input), and for the upper pass the block list is cut to the top N with a pre-hook that
+feeds the stored states to its first block. Rotary position embeddings are computed from the position ids
+at the model level, as in the full pass. Supported: models whose blocks live in one `ModuleList` named
+`layers` (Llama, Qwen, SmolLM, Mistral, Gemma) or `h` (GPT-2) and take the hidden states as their first
+argument; anything else raises a DelrecError naming `stage2.cache_lower`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from delrec import DelrecError
+from delrec.lm.blocks import lower_states, n_blocks
+
+
+class LowerStateCache:
+    """Per-example lower-layer states of a packed row: the prompt's [lp, D] and each title's [n - 1, D]."""
+
+    def __init__(self, dtype: torch.dtype = torch.bfloat16):
+        self.dtype = dtype
+        self.rows: dict[object, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+
+    def __contains__(self, key) -> bool:
+        return key in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def put(self, key, prompt: torch.Tensor, titles: dict[str, torch.Tensor]) -> None:
+        self.rows[key] = (prompt.detach().to(self.dtype).clone(),
+                          {t: s.detach().to(self.dtype).clone() for t, s in titles.items()})
+
+    def get(self, key, titles: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        prompt, by_title = self.rows[key]
+        return prompt, [by_title[t] for t in titles]
+
+    def nbytes(self) -> int:
+        return sum(p.nbytes + sum(t.nbytes for t in ts.values()) for p, ts in self.rows.values())
+
+
+class UpperLayerScorer:
+    """title-likelihood through the top blocks only, from lower-layer states cached per (prompt, title).
+
+    A drop-in for `CandidateScorer.score` (same arguments, same scores up to bf16 rounding of the stored
+    states) for one fixed, frozen soft prompt. A prompt's states are keyed by its text; a (prompt, title)
+    pair missing from the cache costs one lower pass of its prompt and the missing titles, without autograd.
+    """
+
+    def __init__(self, scorer, first_upper: int, soft_prompt=None, dtype: torch.dtype = torch.bfloat16):
+        if scorer.enc_dec or scorer.kind != "title-likelihood":
+            raise DelrecError("stage2.cache_lower needs a decoder-only LM and lm.scorer=title-likelihood")
+        total = n_blocks(scorer.backbone.model)
+        if not 0 < first_upper < total:
+            raise DelrecError(f"stage2.train_layers: must leave at least one frozen block below the adapted "
+                              f"ones ({total} blocks); got first adapted block {first_upper}")
+        self.scorer, self.first_upper, self.soft = scorer, first_upper, soft_prompt
+        self.backbone = scorer.backbone
+        self.cache = LowerStateCache(dtype)
+        self.lower_rows = 0  # (prompt, title) pairs computed by the lower blocks, for the throughput report
+
+    def _check_soft(self, soft_prompt) -> None:
+        if soft_prompt is not self.soft or (soft_prompt is not None and soft_prompt.weight.requires_grad):
+            raise DelrecError("stage2.cache_lower: the cached states belong to one frozen soft prompt")
+
+    @torch.no_grad()
+    def prefetch(self, prompts: list[str], candidates: list[list[str]], soft_prompt=None) -> None:
+        """Fill the cache for every (prompt, title) pair given that it does not hold yet."""
+        from delrec.lm.packed import embedded_pieces, pack, packed_mask
+
+        self._check_soft(soft_prompt)
+        todo: dict[str, list[str]] = {}
+        for p, cands in zip(prompts, candidates):
+            have = self.cache.rows.get(p, (None, {}))[1]
+            missing = [t for t in dict.fromkeys(cands) if t not in have and t not in todo.get(p, [])]
+            if missing:
+                todo.setdefault(p, []).extend(missing)
+        if not todo:
+            return
+        sc, model = self.scorer, self.backbone.model
+        keys = list(todo)
+        width = max(len(v) for v in todo.values())  # pack() needs the same count per row: pad with repeats
+        cands = [todo[k] + [todo[k][0]] * (width - len(todo[k])) for k in keys]
+        sc._n_soft = soft_prompt.n_soft if soft_prompt is not None else 0
+        prepared = [sc.prepare(p, soft_prompt is not None) for p in keys]
+        with sc._autocast():
+            prompts_e, titles, pieces = embedded_pieces(sc, prepared, cands, soft_prompt)
+            embeds, pos, layout, P = pack(prompts_e, pieces, titles)
+            mask = packed_mask(model, layout, P, embeds.shape[1], embeds.dtype, embeds.device)
+            states = lower_states(model, self.first_upper, inputs_embeds=embeds, attention_mask=mask,
+                                  position_ids=pos, use_cache=False)
+        for b, key in enumerate(keys):
+            lp, offsets, _ = layout[b]
+            prompt_states = states[b, P - lp:P]
+            old = self.cache.rows.get(key, (None, {}))[1]
+            new = {t: states[b, start:start + n - 1] for t, (start, n) in zip(todo[key], offsets)}
+            self.lower_rows += len(new)
+            # A prompt's own states do not depend on which titles follow it: keep the first copy.
+            self.cache.put(key, self.cache.rows[key][0] if key in self.cache else prompt_states, old | new)
+
+    def score(self, prompts: list[str], candidates: list[list[str]], soft_prompt=None) -> torch.Tensor:
+        from delrec.lm.packed import scores_from_pieces
+
+        self.prefetch(prompts, candidates, soft_prompt)
+        prompt_states, pieces = [], []
+        for p, cands in zip(prompts, candidates):
+            ps, ts = self.cache.get(p, list(cands))
+            prompt_states.append(ps.float())  # the residual stream runs in fp32, as in the full pass
+            pieces.append([t.float() for t in ts])
+        titles = [[self.scorer.title_ids(t) for t in cands] for cands in candidates]
+        with self.scorer._autocast():
+            return scores_from_pieces(self.scorer, prompt_states, pieces, titles, self.first_upper)

@@ -1,0 +1,107 @@
+"""Training-cost levers: adapters on the top blocks, cached lower-block states, sampled negatives."""
+
+import random
+
+import pytest
+import torch
+
+from delrec import DelrecError
+from delrec.config import Stage2Config
+from delrec.lm.backbone import tiny_backbone
+from delrec.lm.layer_cache import UpperLayerScorer
+from delrec.lm.scoring import CandidateScorer
+from delrec.prompts import templates as T
+from delrec.prompts.examples import PromptExample
+from delrec.stages.batches import with_sampled_negatives
+from delrec.stages.finetune import add_adalora, first_adapted_block, trainable_params
+
+HIST = ["Star Quest 1", "Star Quest 2", "Dragon Saga 1", "Dragon Saga 2", "Heist Files 3 (1997)", "Comet Club 2"]
+CANDS = [["Star Quest 3", "Dragon Saga 3", "Noodle Nights 1 (1995)", "Crypt Tales 2", "Goal Legacy 4"],
+         ["Banana Tales 3", "Wizard Files 1", "Fog Club 2 (2001)", "Orbit Saga 1", "Slam Quest 2"]]
+PROMPTS = [T.render_lsr("movie", "SASRec", HIST[:2], [], False, soft=False),
+           T.render_lsr("movie", "SASRec", HIST, [], False, soft=False)]
+
+
+def _adapted(kind, layers=1):
+    bb = tiny_backbone(kind)
+    model = add_adalora(bb, Stage2Config(steps=10, init_r=4, target_r=2, lora_dropout=0.0, warmup=0,
+                                         eval_every=10, train_layers=layers))
+    with torch.no_grad():  # AdaLoRA starts as the identity (E = 0); give the adapters an effect to compare
+        for name, p in trainable_params(model).items():
+            if "lora_E" in name:
+                p.normal_(0, 0.5)
+    return bb, model
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_adapters_sit_only_on_the_top_blocks(kind):
+    _, model = _adapted(kind, layers=1)
+    names = list(trainable_params(model))
+    assert names and all((".1." in n) for n in names), names  # tiny models have blocks 0 and 1
+    assert not any(".0." in n for n in names)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_upper_pass_from_cached_states_equals_the_full_pass(kind):
+    bb, model = _adapted(kind)
+    scorer = CandidateScorer(bb)
+    labels = torch.tensor([1, 4])
+    grads = {}
+    for name, fast in (("full", scorer), ("cached", UpperLayerScorer(scorer, first_adapted_block(bb, 1),
+                                                                     dtype=torch.float32))):
+        model.zero_grad()
+        scores = fast.score(PROMPTS, CANDS, None)
+        torch.nn.functional.cross_entropy(scores, labels).backward()
+        grads[name] = (scores.detach(), {n: p.grad.clone() for n, p in trainable_params(model).items()
+                                         if p.grad is not None})
+    (s_full, g_full), (s_cached, g_cached) = grads["full"], grads["cached"]
+    assert s_full.std() > 0.05
+    assert torch.allclose(s_cached, s_full, atol=1e-4), (s_cached - s_full).abs().max()
+    assert g_cached.keys() == g_full.keys() and any(g.abs().sum() > 0 for g in g_full.values())
+    for n, g in g_full.items():
+        assert torch.allclose(g_cached[n], g, atol=1e-5, rtol=1e-3), n
+
+
+def test_cached_states_serve_any_subset_of_candidates_and_are_computed_once():
+    bb, _ = _adapted("llama")
+    scorer = CandidateScorer(bb)
+    fast = UpperLayerScorer(scorer, 1)  # bf16 states, the default
+    with torch.no_grad():
+        full = scorer.score(PROMPTS, CANDS, None)
+        cached = fast.score(PROMPTS, CANDS, None)
+        assert fast.lower_rows == 10
+        subset = fast.score(PROMPTS, [[c[3], c[0]] for c in CANDS], None)
+    assert fast.lower_rows == 10  # nothing recomputed
+    assert torch.allclose(cached, full, atol=3e-2)
+    assert torch.allclose(subset, cached[:, [3, 0]], atol=1e-5)
+
+
+def test_cache_refuses_a_trainable_soft_prompt_and_bad_layer_counts():
+    from delrec.lm.soft_prompt import SoftPrompt
+
+    bb, _ = _adapted("llama")
+    soft = SoftPrompt.create(3, bb, "vocab", 0)
+    soft.requires_grad_(True)
+    fast = UpperLayerScorer(CandidateScorer(bb), 1, soft)
+    with pytest.raises(DelrecError, match="frozen soft prompt"):
+        fast.score(PROMPTS, CANDS, soft)
+    with pytest.raises(DelrecError, match="train_layers"):
+        UpperLayerScorer(CandidateScorer(bb), 0)
+    with pytest.raises(DelrecError, match="train_layers"):
+        add_adalora(tiny_backbone("llama"), Stage2Config(steps=10, warmup=0, eval_every=10, init_r=4,
+                                                         target_r=2, train_layers=5))
+    with pytest.raises(DelrecError, match="train_layers"):
+        add_adalora(tiny_backbone("t5"), Stage2Config(steps=10, warmup=0, eval_every=10, init_r=4, target_r=2,
+                                                         train_layers=1))
+
+
+def test_sampled_negatives_keep_the_target_and_order():
+    ex = PromptExample("lsr", "p", tuple("abcdefghij"), tuple(range(10)), 6)
+    for seed in range(20):
+        sub = with_sampled_negatives(ex, 3, random.Random(seed))
+        assert len(sub.candidates) == 4 and sub.candidates[sub.label] == "g"
+        assert list(sub.items) == sorted(sub.items) and sub.items[sub.label] == 6
+    assert with_sampled_negatives(ex, 0, random.Random(0)) is ex
+    assert with_sampled_negatives(ex, 9, random.Random(0)) is ex
+    draws = {with_sampled_negatives(ex, 3, random.Random(s)).candidates for s in range(20)}
+    assert len(draws) > 5
