@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import stage1_examples, tiny_scorer, world
 
-from delrec.config import StageConfig
+from delrec.config import Stage1Config
 from delrec.lm.soft_prompt import SoftPrompt
 from delrec.stages.determinism import deterministic_on_cpu
 from delrec.stages.distill import Stage1Data, _loss, distill
@@ -29,7 +29,7 @@ def _stage1(run_dir, steps=4, stop_after=None, resume=False):
     _, (ta_tr, rps_tr, ta_va, rps_va) = stage1_examples(ds, split)
     scorer = tiny_scorer(ds)
     soft = SoftPrompt.create(4, scorer.backbone, init="vocab", seed=0)
-    cfg = StageConfig(steps=steps, batch_size=8, lr=0.05, warmup=1, eval_every=2, max_eval_examples=4)
+    cfg = Stage1Config(steps=steps, batch_size=8, lr=0.05, warmup=1, eval_every=2, max_eval_examples=4)
     out = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg, run_dir, seed=0, resume=resume,
                   stop_after=stop_after, eval_batch_size=8)
     return soft.weight.detach().clone(), out
@@ -70,8 +70,8 @@ def test_training_steps_run_in_deterministic_mode(tmp_path):
         w.grad = torch.ones(3)
         return {}
 
-    trainer = Trainer(StageConfig(steps=2, warmup=0, eval_every=2), {"w": w}, tmp_path, "t", JsonlLog(tmp_path / "l"))
-    trainer.fit(step_fn, lambda: 0.0)
+    trainer = Trainer(Stage1Config(steps=2, warmup=0, eval_every=2), {"w": w}, tmp_path, "t", JsonlLog(tmp_path / "l"))
+    trainer.fit(step_fn, lambda: 0.0, seed=0)
     assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
 
 
