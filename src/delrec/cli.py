@@ -10,9 +10,13 @@ import sys
 from delrec import DelrecError
 from delrec.choices import TEACHER_NAMES
 
+# Commands that write a run folder; without --config they use the demo preset inside the package.
+RUN_COMMANDS = ("teach", "distill", "finetune", "run")
+
 
 def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
-    p.add_argument("--config", help="YAML preset (configs/*.yaml)")
+    p.add_argument("--config", help="YAML preset (configs/*.yaml); run, teach, distill and finetune default to "
+                                    "the built-in demo preset")
     p.add_argument("--data-dir", help="folder with the dataset's files (default: $DELREC_DATA/<dataset>)")
     if out:
         p.add_argument("--out", help="run directory")
@@ -29,7 +33,15 @@ def _config(args):
         overrides.append(f"out={args.out}")
     if getattr(args, "dataset", None):
         overrides.append(f"data.dataset={args.dataset}")
-    return load_config(args.config, overrides)
+    config = args.config
+    if config is None and args.command in RUN_COMMANDS:
+        from importlib.resources import files
+
+        from delrec.console import header
+
+        config = str(files("delrec") / "presets" / "demo.yaml")
+        header(f"no --config: the built-in demo preset ({config})")
+    return load_config(config, overrides)
 
 
 def cmd_prepare(args) -> int:
@@ -120,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from delrec.console import quiet_libraries
+
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         return args.func(args)
     except DelrecError as e:

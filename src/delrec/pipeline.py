@@ -16,6 +16,7 @@ import numpy as np
 from delrec import DelrecError, dist
 from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import RunConfig
+from delrec.console import header
 from delrec.data.candidates import CandidateSet, make_candidates, read_candidates, write_candidates
 from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
@@ -80,6 +81,7 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
     metrics.add("popularity", evaluate_teacher(popularity, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap))
     for model in cfg.teacher.models:
         folder, key = ctx.run.teacher_dir(cfg, model), ctx.run.teacher_key(cfg, model)
+        header(f"teacher {model}" + (": cached" if is_done(folder, key) else f": up to {cfg.teacher.epochs} epochs"))
         if not is_done(folder, key):
             out_dir = fresh(folder, False)
             if dist.is_main():  # the other processes wait in mark_done's barrier, then load it
@@ -128,7 +130,10 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     cfg = ctx.cfg
     folder, key = ctx.run.stage1_dir(cfg, variant), ctx.run.stage1_key(cfg, variant)
     if is_done(folder, key):
+        header(f"stage 1 ({variant}): cached in {folder.name}")
         return folder / "soft_prompt.safetensors", key
+    header(f"stage 1 ({variant}): soft prompt, {cfg.stage1.steps} steps on {'+'.join(SOFT_PROMPT_METHODS[variant]).upper()}, "
+           f"LM frozen")
     folder = fresh(folder, resume)
     builder = prompt_builder(cfg, ctx.dataset)
     k = cfg.teacher.topk
@@ -189,7 +194,10 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     key = digest(folder.name)
     done = is_done(folder, key)
     if done:
+        header(f"stage 2 ({method}): cached in {folder.name}")
         return done["test"]
+    header(f"stage 2 ({method}): AdaLoRA, {cfg.stage2.steps} steps" + (", soft prompt frozen" if soft_path else "")
+           + ", then the test candidates")
     folder = fresh(folder, resume)
     use_soft = soft_path is not None
     hint = teachers[cfg.teacher.models[0]] if method.endswith("+hint") else None
@@ -234,6 +242,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
             print(format_table(metrics.rows))
         return metrics.rows
     if "lm-zero-shot" in methods and until == "evaluate":
+        header("lm-zero-shot: the untrained LM on the test candidates")
         row = evaluate_lm(ctx, new_lm(cfg), None, "lm-zero-shot", lambda sets: lsr_for(ctx, sets, False))
         row.pop("scores")
         metrics.add("lm-zero-shot", row)
@@ -251,6 +260,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
         metrics.add("delrec+hint", stage2(ctx, "delrec+hint", soft_path, key, resume, teachers))
     if dist.is_main():
         write_report(ctx.run.root, metrics)
+        header(f"results: {ctx.run.root / 'results.md'} (also metrics.json, plots/)")
         print(format_table(metrics.rows))
     return metrics.rows
 
