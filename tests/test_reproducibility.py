@@ -70,7 +70,8 @@ def test_training_steps_run_in_deterministic_mode(tmp_path):
         w.grad = torch.ones(3)
         return {}
 
-    trainer = Trainer(Stage1Config(steps=2, warmup=0, eval_every=2), {"w": w}, tmp_path, "t", JsonlLog(tmp_path / "l"))
+    cfg = Stage1Config(steps=2, warmup=0, eval_every=2)
+    trainer = Trainer(cfg, {"w": w}, tmp_path, "t", JsonlLog(tmp_path / "l"))
     trainer.fit(step_fn, lambda: 0.0, seed=0)
     assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
 

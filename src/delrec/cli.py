@@ -15,8 +15,8 @@ RUN_COMMANDS = ("teach", "distill", "finetune", "run")
 
 
 def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
-    p.add_argument("--config", help="YAML preset (configs/*.yaml); run, teach, distill and finetune default to "
-                                    "the built-in demo preset")
+    p.add_argument("--config", help="YAML preset (configs/*.yaml); run, teach, distill and finetune "
+                                    "default to the built-in demo preset")
     p.add_argument("--data-dir", help="folder with the dataset's files (default: $DELREC_DATA/<dataset>)")
     if out:
         p.add_argument("--out", help="run directory")

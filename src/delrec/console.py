@@ -6,7 +6,8 @@ The libraries under delrec (transformers, peft, torch, huggingface_hub) warn abo
 notes meant for their own users. None of that is something a delrec user can act on, and it broke progress
 bars mid-line, so commands turn it off. Warnings raised by delrec itself (a prompt cut to
 lm.max_prompt_tokens, say) and the libraries' other warnings still show, as one line each above the bars.
-`TRANSFORMERS_VERBOSITY=info` (or `warning`) and `HF_HUB_DISABLE_PROGRESS_BARS=0` bring the libraries' output back.
+`TRANSFORMERS_VERBOSITY=info` (or `warning`) and `HF_HUB_DISABLE_PROGRESS_BARS=0` bring the libraries'
+output back.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class Context:
 def prepare(cfg: RunConfig) -> Context:
     run = RunDir(cfg.out)
     run.root.mkdir(parents=True, exist_ok=True)
-    if cfg.data.data_dir:  # config.yaml is read again from other folders (recommend, evaluate): no cwd-relative path
+    if cfg.data.data_dir:  # recommend/evaluate read config.yaml from other folders: no cwd-relative path
         cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
     if dist.is_main():
         cfg.save(run.path("config.yaml"))
@@ -81,7 +81,8 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
     metrics.add("popularity", evaluate_teacher(popularity, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap))
     for model in cfg.teacher.models:
         folder, key = ctx.run.teacher_dir(cfg, model), ctx.run.teacher_key(cfg, model)
-        header(f"teacher {model}" + (": cached" if is_done(folder, key) else f": up to {cfg.teacher.epochs} epochs"))
+        header(f"teacher {model}: "
+               + ("cached" if is_done(folder, key) else f"{cfg.teacher.epochs} epochs at most"))
         if not is_done(folder, key):
             out_dir = fresh(folder, False)
             if dist.is_main():  # the other processes wait in mark_done's barrier, then load it
@@ -132,8 +133,8 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     if is_done(folder, key):
         header(f"stage 1 ({variant}): cached in {folder.name}")
         return folder / "soft_prompt.safetensors", key
-    header(f"stage 1 ({variant}): soft prompt, {cfg.stage1.steps} steps on {'+'.join(SOFT_PROMPT_METHODS[variant]).upper()}, "
-           f"LM frozen")
+    tasks = "+".join(SOFT_PROMPT_METHODS[variant]).upper()
+    header(f"stage 1 ({variant}): soft prompt, {cfg.stage1.steps} steps on {tasks}, LM frozen")
     folder = fresh(folder, resume)
     builder = prompt_builder(cfg, ctx.dataset)
     k = cfg.teacher.topk
@@ -196,8 +197,8 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     if done:
         header(f"stage 2 ({method}): cached in {folder.name}")
         return done["test"]
-    header(f"stage 2 ({method}): AdaLoRA, {cfg.stage2.steps} steps" + (", soft prompt frozen" if soft_path else "")
-           + ", then the test candidates")
+    header(f"stage 2 ({method}): AdaLoRA, {cfg.stage2.steps} steps"
+           + (", soft prompt frozen" if soft_path else "") + ", then the test candidates")
     folder = fresh(folder, resume)
     use_soft = soft_path is not None
     hint = teachers[cfg.teacher.models[0]] if method.endswith("+hint") else None
