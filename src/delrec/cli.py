@@ -33,15 +33,13 @@ def _config(args):
         overrides.append(f"out={args.out}")
     if getattr(args, "dataset", None):
         overrides.append(f"data.dataset={args.dataset}")
-    config = args.config
-    if config is None and args.command in RUN_COMMANDS:
-        from importlib.resources import files
+    return load_config(args.config or (demo_preset() if args.command in RUN_COMMANDS else None), overrides)
 
-        from delrec.console import header
 
-        config = str(files("delrec") / "presets" / "demo.yaml")
-        header(f"no --config: the built-in demo preset ({config})")
-    return load_config(config, overrides)
+def demo_preset() -> str:
+    from importlib.resources import files
+
+    return str(files("delrec") / "presets" / "demo.yaml")
 
 
 def cmd_prepare(args) -> int:
@@ -65,6 +63,10 @@ def cmd_stage(args) -> int:
     from delrec import pipeline
 
     cfg = _config(args)
+    if args.config is None:  # said once the settings are valid: a bad --set stays a one-line error
+        from delrec.console import header
+
+        header(f"no --config: the built-in demo preset ({demo_preset()})")
     {"distill": pipeline.distill_command, "finetune": pipeline.finetune_command,
      "run": pipeline.run_command}[args.command](cfg, resume=args.resume)
     return 0
