@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def shared_data():
 
 
 @pytest.fixture(scope="session")
-def smollm2_cache(tmp_path_factory) -> str:
+def smollm2_cache(tmp_path_factory):
     """A cache folder holding the offline SmolLM2-135M, converted from its GGUF file once per test session
     (~20 s; 517 MB that would otherwise stay in ~/.cache/delrec). Skips, naming what is missing, without the
     offline extra."""
@@ -34,9 +35,10 @@ def smollm2_cache(tmp_path_factory) -> str:
     why = offline_lm_missing()
     if why:
         pytest.skip(why)
-    cache = str(tmp_path_factory.mktemp("delrec-cache"))
-    load_backbone(LMConfig(backbone="smollm2-offline", device="cpu", cache_dir=cache))
-    return cache
+    cache = tmp_path_factory.mktemp("delrec-cache")
+    load_backbone(LMConfig(backbone="smollm2-offline", device="cpu", cache_dir=str(cache)))
+    yield str(cache)
+    shutil.rmtree(cache, ignore_errors=True)  # pytest keeps the last three sessions' temporary folders
 
 
 @pytest.fixture
