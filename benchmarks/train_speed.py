@@ -21,14 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGE2_ARMS = {  # name -> stage2 overrides; "today" is the packed bf16 pass over every block and candidate
-    "today": {},
-    "negatives": {"train_negatives": 7},
-    "top-layers": {"train_layers": 4, "cache_lower": False},
-    "top-layers+cache": {"train_layers": 4},
-    "new": {"train_layers": 4, "train_negatives": 7},
+OFF = {"train_layers": 0, "train_negatives": 0, "cache_lower": True}
+STAGE2_ARMS = {  # name -> stage2 levers; "today" is the packed bf16 pass over every block and candidate
+    "today": OFF,
+    "negatives": OFF | {"train_negatives": 7},
+    "top-layers": OFF | {"train_layers": 4, "cache_lower": False},
+    "top-layers+cache": OFF | {"train_layers": 4},
+    "new": OFF | {"train_layers": 4, "train_negatives": 7},
 }
-STAGE1_ARMS = {"today": {}, "new": {"train_negatives": 7}}
+STAGE1_ARMS = {"today": {"train_negatives": 0}, "new": {"train_negatives": 7}}
 
 
 def _cfg(args, tmp, stage: str, changes: dict, steps: int, extra=()):
@@ -79,16 +80,17 @@ def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -
         return out
 
 
-def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0) -> dict:
+def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0, workdir: str = "") -> dict:
     from delrec.lm.soft_prompt import SoftPrompt
     from delrec.metrics import MetricsFile
     from delrec.pipeline import new_lm, prepare, prompt_builder, train_teachers
     from delrec.prompts.examples import build_stage1
     from delrec.stages.distill import Stage1Data, distill
 
+    # The run folder `workdir` is shared by the stage-1 arms, so the teacher trains once (cached by its config).
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _cfg(args, tmp, "stage1", changes, steps, [f"stage1.max_eval_examples={max(1, valid_users)}",
-                                                         "teacher.models=[sasrec]"])
+        cfg = _cfg(args, workdir, "stage1", changes, steps, [f"stage1.max_eval_examples={max(1, valid_users)}",
+                                                             "teacher.models=[sasrec]"])
         ctx = prepare(cfg)
         teacher = train_teachers(ctx, MetricsFile(Path(tmp) / "m.json", write=False))["sasrec"]
         builder = prompt_builder(cfg, ctx.dataset)
@@ -123,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quality-examples", type=int, default=0)
     ap.add_argument("--stage1-quality-steps", type=int, default=0)
     ap.add_argument("--valid-users", type=int, default=200)
+    ap.add_argument("--stage1-valid-users", type=int, default=64)
     ap.add_argument("--arms", default=",".join(STAGE2_ARMS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
@@ -143,9 +146,10 @@ def main(argv=None) -> int:
         save()
     if "new" in doc["stage2"] and "today" in doc["stage2"]:
         doc["stage2_ratio"] = doc["stage2"]["new"]["examples_per_s"] / doc["stage2"]["today"]["examples_per_s"]
+    teacher_dir = tempfile.mkdtemp(prefix="train_speed_")
     if args.stage1_steps:
         for name, changes in STAGE1_ARMS.items():
-            doc["stage1"][name] = stage1_arm(args, changes, args.stage1_steps)
+            doc["stage1"][name] = stage1_arm(args, changes, args.stage1_steps, workdir=teacher_dir)
             print("stage1", name, round(doc["stage1"][name]["examples_per_s"], 3), flush=True)
             save()
         doc["stage1_ratio"] = doc["stage1"]["new"]["examples_per_s"] / doc["stage1"]["today"]["examples_per_s"]
@@ -158,7 +162,8 @@ def main(argv=None) -> int:
     if args.stage1_quality_steps:
         doc.setdefault("quality", {"stage2": {}, "stage1": {}})
         for name, changes in STAGE1_ARMS.items():
-            doc["quality"]["stage1"][name] = stage1_arm(args, changes, args.stage1_quality_steps, args.valid_users)
+            doc["quality"]["stage1"][name] = stage1_arm(args, changes, args.stage1_quality_steps, args.stage1_valid_users,
+                                                        workdir=teacher_dir)
             save()
     save()
     print(json.dumps({k: doc.get(k) for k in ("stage1_ratio", "stage2_ratio")}))

@@ -198,7 +198,7 @@ class Stage2Config(StageConfig):
     target_r: int = 8
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    tinit: int = 0                      # 0: a tenth of steps (warm-up before pruning)
+    tinit: int = 0                      # 0: 60% of steps at full rank before pruning starts
     tfinal: int = 0                     # 0: a fifth of steps (final fine-tuning at the target budget)
     deltaT: int = 1
     orth_reg_weight: float = 0.5

@@ -7,6 +7,7 @@ reuses the teachers and the stage-1 soft prompts.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -207,10 +208,14 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     scorer = new_lm(cfg)
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
     add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
+    start = time.time()
     result = finetune(scorer, soft, train, valid, cfg.stage2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
                       eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}")
     require_finished(result, f"stage 2 ({method})")
+    train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
     row = evaluate_lm(ctx, scorer, soft, method, lambda sets: lsr_for(ctx, sets, use_soft, hint))
+    row |= {"examples_seen": result["steps"] * cfg.stage2.batch_size * cfg.stage2.grad_accum,
+            "best_step": result["best_step"], "train_s": train_s, "valid_curve": result["evals"]}
     save_scores(folder, row.pop("scores"))
     # Relative to the run folder, so a moved or copied run still finds its soft prompt.
     soft_rel = soft_path.relative_to(ctx.run.root).as_posix() if soft_path else None

@@ -34,7 +34,10 @@ def add_adalora(backbone, cfg: Stage2Config, seed: int = 0):
     its own, so every process of a distributed run (and a single-process run) starts from the same weights."""
     total = cfg.steps
     tfinal = cfg.tfinal or max(1, total // 5)
-    tinit = cfg.tinit or max(0, total // 10)
+    # Full rank for the first 60% of steps: pruning from step total // 10 on made the loss of a 64-example
+    # overfit run on SmolLM2 jump back to chance at step 73 of 160 (lr 1e-2), pruning from 90 of 120 did not
+    # (benchmarks/BENCHMARKS.md, "Stage 2 can learn").
+    tinit = cfg.tinit or max(0, total * 3 // 5)
     if tinit >= total - tfinal:  # peft requires tinit < total_step - tfinal
         tinit = max(0, total - tfinal - 1)
     config = AdaLoraConfig(init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=cfg.lora_alpha,

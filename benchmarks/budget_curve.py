@@ -1,0 +1,94 @@
+"""Collect the stage-2 budget runs of a learning curve and plot HR@1 / NDCG@5 against example passes.
+
+    python benchmarks/budget_curve.py runs/budget/*/metrics.json --out benchmarks/results/ml-100k/budget
+
+Each run directory was made by `delrec run` with a different stage-2 budget (`stage2.steps`); its
+metrics.json rows carry `examples_seen` and `train_s`. Writes one JSON per run (the metrics.json schema plus
+`examples_seen`, `wall_s` and the resolved config), `curve.json` and `curve.png` with the popularity and
+best-teacher lines of the same test file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+LM_ROWS = ("lsr-only", "delrec", "delrec+hint", "delrec-no-ta", "delrec-no-rps")
+TEACHERS = ("sasrec", "gru4rec", "caser")
+
+
+def collect(paths: list[Path], out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    curve: dict = {"rows": {}, "popularity": None, "best_teacher": None, "runs": []}
+    for path in paths:
+        doc = json.loads(path.read_text())
+        cfg = yaml.safe_load((path.parent / "config.yaml").read_text())
+        rows = doc["rows"]
+        seen = max((r.get("examples_seen", 0) for n, r in rows.items() if n in LM_ROWS), default=0)
+        wall = sum(r.get("train_s", 0) for n, r in rows.items() if n in LM_ROWS)
+        name = f"{path.parent.name}"
+        (out / f"{name}.json").write_text(json.dumps(doc | {"examples_seen": seen, "wall_s": wall, "config": cfg},
+                                                     indent=1) + "\n")
+        curve["runs"].append({"run": name, "examples_seen": seen, "wall_s": wall})
+        for n, r in rows.items():
+            if n in LM_ROWS:
+                curve["rows"].setdefault(n, []).append({k: r[k] for k in ("examples_seen", "hr@1", "ndcg@5", "ci95", "n")
+                                                        if k in r})
+        if "popularity" in rows:
+            curve["popularity"] = {k: rows["popularity"][k] for k in ("hr@1", "ndcg@5")}
+        teachers = [(rows[t]["ndcg@5"], t) for t in TEACHERS if t in rows]
+        if teachers:
+            best = max(teachers)[1]
+            curve["best_teacher"] = {"name": best} | {k: rows[best][k] for k in ("hr@1", "ndcg@5")}
+    for pts in curve["rows"].values():
+        pts.sort(key=lambda p: p["examples_seen"])
+    (out / "curve.json").write_text(json.dumps(curve, indent=1) + "\n")
+    return curve
+
+
+def plot(curve: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("hr@1", "ndcg@5")):
+        for name, pts in curve["rows"].items():
+            x = [p["examples_seen"] for p in pts]
+            y = [p[metric] for p in pts]
+            lo = [p["ci95"][metric][0] for p in pts] if all("ci95" in p for p in pts) else None
+            hi = [p["ci95"][metric][1] for p in pts] if lo else None
+            ax.plot(x, y, marker="o", label=name)
+            if lo:
+                ax.fill_between(x, lo, hi, alpha=0.15)
+        for ref, style in (("popularity", ":"), ("best_teacher", "--")):
+            if curve.get(ref):
+                label = ref if ref == "popularity" else f"best teacher ({curve[ref]['name']})"
+                ax.axhline(curve[ref][metric], linestyle=style, color="gray", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("stage-2 training example passes")
+        ax.set_ylabel(f"test {metric.upper()} (95% CI)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("metrics", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    curve = collect(args.metrics, args.out)
+    plot(curve, args.out / "curve.png")
+    print(json.dumps(curve["runs"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
