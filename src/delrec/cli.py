@@ -10,9 +10,13 @@ import sys
 from delrec import DelrecError
 from delrec.choices import TEACHER_NAMES
 
+# Commands that write a run folder; without --config they use the demo preset inside the package.
+RUN_COMMANDS = ("teach", "distill", "finetune", "run")
+
 
 def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
-    p.add_argument("--config", help="YAML preset (configs/*.yaml)")
+    p.add_argument("--config", help="YAML preset (configs/*.yaml); run, teach, distill and finetune "
+                                    "default to the built-in demo preset")
     p.add_argument("--data-dir", help="folder with the dataset's files (default: $DELREC_DATA/<dataset>)")
     if out:
         p.add_argument("--out", help="run directory")
@@ -29,7 +33,13 @@ def _config(args):
         overrides.append(f"out={args.out}")
     if getattr(args, "dataset", None):
         overrides.append(f"data.dataset={args.dataset}")
-    return load_config(args.config, overrides)
+    return load_config(args.config or (demo_preset() if args.command in RUN_COMMANDS else None), overrides)
+
+
+def demo_preset() -> str:
+    from importlib.resources import files
+
+    return str(files("delrec") / "presets" / "demo.yaml")
 
 
 def cmd_prepare(args) -> int:
@@ -53,6 +63,10 @@ def cmd_stage(args) -> int:
     from delrec import pipeline
 
     cfg = _config(args)
+    if args.config is None:  # said once the settings are valid: a bad --set stays a one-line error
+        from delrec.console import header
+
+        header(f"no --config: the built-in demo preset ({demo_preset()})")
     {"distill": pipeline.distill_command, "finetune": pipeline.finetune_command,
      "run": pipeline.run_command}[args.command](cfg, resume=args.resume)
     return 0
@@ -120,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from delrec.console import quiet_libraries
+
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         return args.func(args)
     except DelrecError as e:

@@ -11,6 +11,13 @@ from pathlib import Path
 from delrec import DelrecError
 
 
+def umask_mode(mode: int) -> int:
+    """`mode` as the process umask lets a plain open() or mkdir() create it (0o666 -> 0o644 under 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
@@ -20,6 +27,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, umask_mode(0o666))  # mkstemp's 0600 would make every run file private to its owner
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -17,6 +17,7 @@ import numpy as np
 from delrec import DelrecError, dist
 from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import RunConfig
+from delrec.console import header
 from delrec.data.candidates import CandidateSet, make_candidates, read_candidates, write_candidates
 from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
@@ -42,6 +43,8 @@ class Context:
 def prepare(cfg: RunConfig) -> Context:
     run = RunDir(cfg.out)
     run.root.mkdir(parents=True, exist_ok=True)
+    if cfg.data.data_dir:  # recommend/evaluate read config.yaml from other folders: no cwd-relative path
+        cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
     if dist.is_main():
         cfg.save(run.path("config.yaml"))
     dataset = load_dataset(cfg.data)
@@ -79,6 +82,8 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
     metrics.add("popularity", evaluate_teacher(popularity, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap))
     for model in cfg.teacher.models:
         folder, key = ctx.run.teacher_dir(cfg, model), ctx.run.teacher_key(cfg, model)
+        header(f"teacher {model}: "
+               + ("cached" if is_done(folder, key) else f"{cfg.teacher.epochs} epochs at most"))
         if not is_done(folder, key):
             out_dir = fresh(folder, False)
             if dist.is_main():  # the other processes wait in mark_done's barrier, then load it
@@ -127,7 +132,10 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     cfg = ctx.cfg
     folder, key = ctx.run.stage1_dir(cfg, variant), ctx.run.stage1_key(cfg, variant)
     if is_done(folder, key):
+        header(f"stage 1 ({variant}): cached in {folder.name}")
         return folder / "soft_prompt.safetensors", key
+    tasks = "+".join(SOFT_PROMPT_METHODS[variant]).upper()
+    header(f"stage 1 ({variant}): soft prompt, {cfg.stage1.steps} steps on {tasks}, LM frozen")
     folder = fresh(folder, resume)
     builder = prompt_builder(cfg, ctx.dataset)
     k = cfg.teacher.topk
@@ -188,7 +196,10 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     key = digest(folder.name)
     done = is_done(folder, key)
     if done:
+        header(f"stage 2 ({method}): cached in {folder.name}")
         return done["test"]
+    header(f"stage 2 ({method}): AdaLoRA, {cfg.stage2.steps} steps"
+           + (", soft prompt frozen" if soft_path else "") + ", then the test candidates")
     folder = fresh(folder, resume)
     use_soft = soft_path is not None
     hint = teachers[cfg.teacher.models[0]] if method.endswith("+hint") else None
@@ -206,7 +217,9 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     row |= {"examples_seen": result["steps"] * cfg.stage2.batch_size * cfg.stage2.grad_accum,
             "best_step": result["best_step"], "train_s": train_s, "valid_curve": result["evals"]}
     save_scores(folder, row.pop("scores"))
-    mark_done(folder, result | {"test": row, "soft_prompt": str(soft_path) if soft_path else None}, key)
+    # Relative to the run folder, so a moved or copied run still finds its soft prompt.
+    soft_rel = soft_path.relative_to(ctx.run.root).as_posix() if soft_path else None
+    mark_done(folder, result | {"test": row, "soft_prompt": soft_rel}, key)
     return row
 
 
@@ -235,6 +248,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
             print(format_table(metrics.rows))
         return metrics.rows
     if "lm-zero-shot" in methods and until == "evaluate":
+        header("lm-zero-shot: the untrained LM on the test candidates")
         row = evaluate_lm(ctx, new_lm(cfg), None, "lm-zero-shot", lambda sets: lsr_for(ctx, sets, False))
         row.pop("scores")
         metrics.add("lm-zero-shot", row)
@@ -252,6 +266,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
         metrics.add("delrec+hint", stage2(ctx, "delrec+hint", soft_path, key, resume, teachers))
     if dist.is_main():
         write_report(ctx.run.root, metrics)
+        header(f"results: {ctx.run.root / 'results.md'} (also metrics.json, plots/)")
         print(format_table(metrics.rows))
     return metrics.rows
 

@@ -33,6 +33,21 @@ def trained_methods(run_dir: Path) -> dict[str, Path]:
     return out
 
 
+def stored_path(run_dir: Path, stored: str | None) -> Path | None:
+    """A path a run recorded, relative to the run folder. Runs written before stored it relative to the
+    directory they were started from (`runs/demo/stage1/...`) or absolute: the part from the stage folder on
+    is looked up in `run_dir` first, so a moved or copied old run uses its own files."""
+    if not stored:
+        return None
+    path = Path(stored)
+    if not path.is_absolute() and (run_dir / path).exists():
+        return run_dir / path
+    for i in range(len(path.parts)):
+        if path.parts[i] in ("stage1", "stage2", "teacher") and run_dir.joinpath(*path.parts[i:]).exists():
+            return run_dir.joinpath(*path.parts[i:])
+    return path if path.is_absolute() else run_dir / path
+
+
 class Recommender:
     def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str):
         self.cfg, self.dataset, self.scorer, self.soft, self.builder, self.method = (
@@ -55,7 +70,8 @@ class Recommender:
         done = json.loads((folder / "done.json").read_text())
         scorer = new_lm(cfg)
         load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
-        soft = SoftPrompt.load(done["soft_prompt"]).to(scorer.backbone.device) if done.get("soft_prompt") else None
+        soft_path = stored_path(run_dir, done.get("soft_prompt"))
+        soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
         dataset = load_dataset(cfg.data)
         builder = prompt_builder(cfg, dataset)
         return cls(cfg, dataset, scorer, soft, builder, method)

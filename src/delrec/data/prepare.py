@@ -14,6 +14,7 @@ from pathlib import Path
 
 from delrec import DelrecError
 from delrec.config import DataConfig
+from delrec.io import umask_mode
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 # GroupLens publishes no checksum for the zip, so the extracted files are checked against known md5s instead.
@@ -31,14 +32,15 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def fetch_ml100k(dest: Path, *, url: str = ML100K_URL, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+def fetch_ml100k(dest: Path, *, url: str = ML100K_URL, timeout: float = DOWNLOAD_TIMEOUT_S,
+                 missing: tuple[str, ...] = tuple(ML100K_MD5)) -> Path:
     """Download and unpack the GroupLens zip into `dest` (atomically: nothing is left behind on failure)."""
     hint = f"download {url} yourself and put its u.data and u.item in {dest}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             blob = response.read()
     except (OSError, ValueError) as e:  # URLError, timeouts and refused connections are OSErrors
-        raise DelrecError(f"ml-100k: files not found in {dest} and the download failed "
+        raise DelrecError(f"ml-100k: {' and '.join(missing)} not found in {dest} and the download failed "
                           f"({getattr(e, 'reason', e)}); {hint}") from None
     try:
         archive = zipfile.ZipFile(io.BytesIO(blob))
@@ -53,6 +55,7 @@ def fetch_ml100k(dest: Path, *, url: str = ML100K_URL, timeout: float = DOWNLOAD
                               f"(want {md5}); {hint}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ml-100k.", dir=dest.parent))
+    os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes it 0700; it becomes `dest` itself
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
@@ -74,8 +77,9 @@ def ensure_ml100k(cfg: DataConfig) -> DataConfig:
 
     dest = Path(cfg.data_dir).expanduser() if cfg.data_dir else default_dir("ml-100k")
     dest = locate(dest, "u.data")
-    if not all((dest / name).is_file() for name in ML100K_MD5):
-        fetch_ml100k(dest)
+    missing = tuple(name for name in ML100K_MD5 if not (dest / name).is_file())
+    if missing:
+        fetch_ml100k(dest, missing=missing)
     return dataclasses.replace(cfg, data_dir=str(dest))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from delrec import DelrecError
+from delrec.io import umask_mode
 
 SMOLLM2_NAME = "smollm2-offline"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,6 +39,7 @@ def smollm2_folder(cache_dir: str) -> Path:
     # Written into a temporary folder beside the cache and renamed: a crash or a concurrent
     # conversion never leaves a half-written model where later loads would find it.
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+    os.chmod(tmp, umask_mode(0o777))  # mkdtemp's 0700 would hide the shared cache from other users
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)

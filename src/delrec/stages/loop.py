@@ -20,12 +20,14 @@ from tqdm.auto import tqdm
 
 from delrec import DelrecError, dist
 from delrec.config import StageConfig
+from delrec.io import atomic_write_text
 from delrec.stages.checkpoint import (
     load_checkpoint,
     load_optimizer_tensors,
     optimizer_tensors,
     save_checkpoint,
 )
+from delrec.stages.determinism import deterministic_on_cpu
 from delrec.stages.optim import lr_at, make_optimizer
 
 
@@ -38,6 +40,29 @@ class JsonlLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def forget_after(self, stage: str, folder: str, step: int) -> None:
+        """Drop the records of `stage` trained in `folder` past `step`: the steps a resumed (or restarted)
+        run redoes, so the log and the training plot hold one history.
+
+        A record belongs to the folder named by the latest "start" record of its stage before it; records of
+        the same stage name from other folders (other settings) and logs from before start records are kept.
+        """
+        if not dist.is_main() or not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines()
+        owner: dict[str, str | None] = {}
+        kept = []
+        for line in lines:
+            rec = json.loads(line)
+            name = rec.get("stage")
+            if rec.get("event") == "start":
+                owner[name] = rec.get("folder")
+            elif name == stage and owner.get(name) == folder and rec.get("step", 0) > step:
+                continue
+            kept.append(line)
+        if len(kept) != len(lines):
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
 
 
 @dataclass
@@ -136,13 +161,23 @@ class Trainer:
     def fit(self, step_fn: Callable[[int], dict], evaluate: Callable[[], float],
             post_step: Callable[[int], None] | None = None, *, seed: int, resume: bool = False,
             stop_after: int | None = None) -> LoopState:
+        device = next(iter(self.params.values())).device
+        with deterministic_on_cpu(device):
+            return self._fit(step_fn, evaluate, post_step, seed=seed, resume=resume, stop_after=stop_after)
+
+    def _fit(self, step_fn, evaluate, post_step, *, seed: int, resume: bool, stop_after: int | None) -> LoopState:
         cfg, st = self.cfg, self.state
+        folder = self.run_dir.name
         # Dropout draws depend only on the seed, not on what ran before in this process (a cached teacher,
         # say); a resumed run then restores the RNG state of its checkpoint.
         torch.manual_seed(seed)
         if resume and self.restore():
             st = self.state
+            self.log.forget_after(self.name, folder, st.step)
             self.log.write(stage=self.name, event="resumed", step=st.step)
+        else:  # a fresh start: steps an abandoned attempt of this folder logged are redone
+            self.log.forget_after(self.name, folder, 0)
+            self.log.write(stage=self.name, event="start", step=0, folder=folder)
         bar = tqdm(total=cfg.steps, initial=st.step, desc=self.name, disable=not dist.is_main(), dynamic_ncols=True)
         t0 = last_save = time.time()
         done_this_run = 0

