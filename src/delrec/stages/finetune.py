@@ -136,8 +136,12 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     params = trainable_params(model)
     valid = valid[:cfg.max_eval_examples]
     fast = scorer  # what training and validation score with; the test pass always uses the full model
+    # Within one epoch an example is seen once: its lower pass then covers only the candidates scored
+    # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
+    revisits = cfg.steps * cfg.batch_size * cfg.grad_accum > len(train)
     if cfg.train_layers and cfg.cache_lower:
         fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), soft_prompt)
+    revisits = revisits and fast is not scorer
     alloc, lcfg = _allocator_state(model)
 
     def step_fn(step: int) -> dict:
@@ -146,7 +150,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
         for micro in range(cfg.grad_accum):
             idx = batch_indices(len(train), cfg.batch_size, step, micro, cfg.grad_accum, seed)
             batch = [train[j] for j in idx]
-            if fast is not scorer:  # every candidate's lower states at once: one lower pass per example
+            if revisits:  # every candidate's lower states at once: one lower pass per example, ever
                 fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
             rng = step_rng(seed, step, micro)
             batch = [with_sampled_negatives(e, cfg.train_negatives, rng) for e in batch]
