@@ -161,7 +161,7 @@ def test_teacher_hint_ranks_the_examples_own_candidates():
     import torch
 
     from delrec.data.candidates import CandidateSet
-    from delrec.pipeline import candidate_hints
+    from delrec.methods import candidate_hints
 
     class ByIdTeacher:  # prefers higher item ids
         def scores(self, histories):
