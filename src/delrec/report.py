@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from delrec.choices import TEACHER_NAMES
 from delrec.config import RunConfig
 from delrec.io import atomic_path, atomic_write_text
 from delrec.metrics import MetricsFile, format_table
@@ -16,10 +17,11 @@ CAPTION = ("Each cell: the mean over the n test examples [its 95% bootstrap inte
            "ranking (teachers only).")
 
 
-def run_notes(cfg: RunConfig | None) -> list[str]:
+def run_notes(cfg: RunConfig | None, rows: dict) -> list[str]:
     """What a table does not show, said under it. A random tiny LM (the demo's) knows no titles: stage 1
     has nothing to distil into, so `lsr-only` may well beat `delrec` there; that is not the paper's test."""
-    if cfg is None or not cfg.lm.backbone.startswith("tiny-random-"):
+    lm_rows = set(rows) - {"popularity", *TEACHER_NAMES}
+    if cfg is None or not lm_rows or not cfg.lm.backbone.startswith("tiny-random-"):
         return []
     return [(f"Note: lm.backbone={cfg.lm.backbone} is a randomly initialised LM, not a pretrained one. This run "
              "shows the machinery (teachers, stage 1, stage 2, every method scored on the same candidates); it "
@@ -29,7 +31,7 @@ def run_notes(cfg: RunConfig | None) -> list[str]:
 
 def results_table(rows: dict, cfg: RunConfig | None = None) -> str:
     """What commands print: the table with intervals, its caption and the notes."""
-    return "\n\n".join([format_table(rows, intervals=True), CAPTION, *run_notes(cfg)])
+    return "\n\n".join([format_table(rows, intervals=True), CAPTION, *run_notes(cfg, rows)])
 
 
 def produced_by(stamp: dict | None) -> str:
