@@ -36,7 +36,9 @@ def test_the_pipeline_trains_and_recommends_with_smollm2(smollm2_cache, tmp_path
     assert all(math.isfinite(r["loss"]) for r in losses if "loss" in r)
     capsys.readouterr()
     assert main(["recommend", "--run", str(tmp_path / "run"), "--history", "i0,i1,i2", "--top", "3"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    printed = capsys.readouterr().out.strip().splitlines()
+    ranked = printed[printed.index(next(x for x in printed if x.strip().startswith("rank"))) + 1:]
+    assert printed[0].startswith("method: delrec") and len(ranked) == 3, printed
 
 
 def test_a_half_installed_offline_extra_names_what_is_missing():

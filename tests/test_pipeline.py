@@ -36,7 +36,9 @@ def demo_run(tmp_path_factory):
 def test_the_demo_shows_headers_progress_and_the_table_without_library_noise(demo_run):
     out = (demo_run.parents[1] / "stdout.txt").read_text()
     err = (demo_run.parents[1] / "stderr.txt").read_text()
-    assert out.lstrip().startswith("| method |") and "| delrec |" in out  # stdout: the table only
+    assert out.lstrip().startswith("| method |") and "| delrec |" in out  # stdout: the table and its notes
+    # a random LM: the table must not read as "the method does not work" (delrec may be below lsr-only)
+    assert "randomly initialised LM" in out.split("| delrec |")[1] and "does not test the paper's claim" in out
     headers = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("== ")]
     for start in ("== no --config: the built-in demo preset", "== teacher sasrec", "== lm-zero-shot",
                   "== stage 2 (lsr-only)", "== stage 1 (delrec)", "== stage 2 (delrec)", "== results"):
@@ -88,21 +90,89 @@ def test_changing_stage2_reuses_teacher_and_stage1(demo_run, tmp_path):
     assert len(list((demo_run / "stage2").glob("delrec-*"))) == 2
 
 
-def test_evaluate_and_recommend_on_a_trained_run(demo_run, capsys):
+def test_the_log_results_and_plot_say_what_they_show(demo_run):
+    from delrec.report import _curves, training_figure
+
+    log = [json.loads(line) for line in (demo_run / "log.jsonl").read_text().splitlines()]
+    end = next(i for i, r in enumerate(log) if r.get("event") == "run_end")
+    start, log = log[0], log[:end + 1]  # the demo run itself (other tests run more into the folder)
+    assert start["event"] == "run_start" and start["delrec_version"] and start["config"] == "config.yaml"
+    assert log[-1]["methods"] == ["popularity", "sasrec", "lm-zero-shot", "lsr-only", "delrec"]
+    epochs = [r for r in log if r.get("stage") == "teacher/sasrec" and r.get("event") == "epoch"]
+    assert epochs and all(r["metric"] == "full ndcg@10" and "loss" in r for r in epochs)
+    tested = {r["stage"]: r for r in log if r.get("event") == "test"}
+    assert list(tested) == log[-1]["methods"]
+    assert all("ci95" in r and r["n"] == 100 for r in tested.values())
+    metric_names = {r["stage"].split("/")[0]: r["metric"] for r in log if r.get("event") == "eval"}
+    assert metric_names == {"stage1": "accuracy (TA/RPS mean)", "stage2": "ndcg@5"}
+    results = (demo_run / "results.md").read_text()  # of the latest run into the folder
+    assert f"commit {start['git_commit'] or 'unknown'}" in results and "Produced by delrec" in results
+    assert "95% bootstrap interval" in results and "randomly initialised LM" in results
+    fig = training_figure(_curves(demo_run / "log.jsonl"))
+    assert all(ax.get_ylabel() for ax in fig.axes)  # every panel, left (loss) and right (validation) axis
+    assert {ax.get_xlabel() for ax in fig.axes} >= {"epoch", "step"}
+
+
+def test_evaluate_and_recommend_on_a_trained_run(demo_run, capsys, tmp_path):
     test_file = next((demo_run / "candidates").glob("test-*.jsonl"))
     out = demo_run / "eval.json"
     assert main(["evaluate", "--run", str(demo_run), "--candidates", str(test_file), "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     first = json.loads((demo_run / "metrics.json").read_text())["rows"]
-    assert rows["delrec"]["hr@1"] == pytest.approx(first["delrec"]["hr@1"])
+    assert list(rows) == list(first)  # every method of the run, not only the trained LMs
+    for method, row in rows.items():
+        for k in ("hr@1", "ndcg@5"):
+            assert row[k] == pytest.approx(first[method][k]) and row["ci95"][k] == pytest.approx(first[method]["ci95"][k])
+    assert (demo_run / "eval.results.md").exists()
+    # a file from elsewhere: users the run never saw, their histories given in the file (raw ids)
+    strangers = tmp_path / "strangers.jsonl"
+    lines = test_file.read_text().splitlines()[:6]
+    strangers.write_text("".join(json.dumps(json.loads(x) | {"user": f"new-{i}"}) + "\n" for i, x in enumerate(lines)))
+    assert main(["evaluate", "--run", str(demo_run), "--candidates", str(strangers)]) == 0
+    scored = json.loads((demo_run / "evaluations" / "strangers.metrics.json").read_text())
+    assert list(scored["rows"]) == list(first) and all(r["n"] == 6 and "ci95" in r for r in scored["rows"].values())
+    assert (demo_run / "evaluations" / "strangers.results.md").exists()
     from delrec.recommend import Recommender
 
     rec = Recommender.load(demo_run)
     ranked = rec.recommend(["i0", "i1", "i2"], ["i3", "i50", "i77"], top=3)
     assert len(ranked) == 3 and ranked[0][2] >= ranked[1][2] >= ranked[2][2]
+    capsys.readouterr()
     assert main(["recommend", "--run", str(demo_run), "--history", "i0,i1,i2", "--candidates", "i3,i50"]) == 0
     printed = capsys.readouterr().out
-    assert rec.dataset.catalog.titles[rec.dataset.catalog.dense("i3")] in printed
+    title = rec.dataset.catalog.titles
+    assert title[rec.dataset.catalog.dense("i3")] in printed
+    head = printed.splitlines()
+    assert head[0].startswith("method: delrec") and title[0] in head[1] and "2 given" in head[2]
+    assert head[3].startswith("score: mean log-probability per token of the title") and "rank" in head[5]
+
+
+def test_a_missing_candidate_file_is_one_line(demo_run, tmp_path, capsys):
+    assert main(["evaluate", "--run", str(demo_run), "--candidates", str(tmp_path / "nope.jsonl")]) == 2
+    assert capsys.readouterr().err == f"delrec: error: {tmp_path / 'nope.jsonl'}: candidate file not found\n"
+
+
+def test_evaluate_scores_the_hint_row_as_the_run_did(demo_run, tmp_path):
+    """delrec+hint needs the teacher at scoring time: its hint is the teacher's top eval.hint_k of each
+    example's own candidates. A copy of the demo run, with a short stage 2, gets the row."""
+    run = tmp_path / "hinted"
+    shutil.copytree(demo_run, run)
+    argv = ["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(run), "--set", "stage2.steps=6",
+            "--set", "stage2.warmup=1", "--set", "stage2.eval_every=6", "--set", "eval.methods=[popularity, teachers, delrec]",
+            "--set", "eval.teacher_hint=true"]
+    assert main(argv) == 0
+    test_file = next((run / "candidates").glob("test-*.jsonl"))
+    assert main(["evaluate", "--run", str(run), "--candidates", str(test_file)]) == 0
+    rows = json.loads((run / "evaluations" / f"{test_file.stem}.metrics.json").read_text())["rows"]
+    first = json.loads((run / "metrics.json").read_text())["rows"]
+    assert list(rows) == list(first) == ["popularity", "sasrec", "delrec", "delrec+hint"]
+    assert rows["delrec+hint"]["ndcg@5"] == pytest.approx(first["delrec+hint"]["ndcg@5"])
+
+
+def test_prompt_says_its_teacher_slots_are_stand_ins(capsys):
+    assert main(["prompt", "--config", str(ROOT / "configs/demo.yaml"), "--task", "rps"]) == 0
+    out = capsys.readouterr().out
+    assert "stand-ins" in out and "not a trained SASRec's" in out
 
 
 def test_bad_config_key_is_one_line_error(capsys):
@@ -161,7 +231,7 @@ def test_teacher_hint_ranks_the_examples_own_candidates():
     import torch
 
     from delrec.data.candidates import CandidateSet
-    from delrec.pipeline import candidate_hints
+    from delrec.methods import candidate_hints
 
     class ByIdTeacher:  # prefers higher item ids
         def scores(self, histories):
@@ -169,3 +239,15 @@ def test_teacher_hint_ranks_the_examples_own_candidates():
 
     sets = [CandidateSet(0, (1, 2), (7, 30, 3, 12), 3), CandidateSet(1, (4,), (5, 41, 9, 2), 5)]
     assert candidate_hints(ByIdTeacher(), sets, 2, chunk=1) == [[30, 12], [41, 9]]
+
+
+def test_the_run_stamp_names_the_commit():
+    import re
+
+    from delrec.runs import git_commit
+
+    commit = git_commit()
+    if shutil.which("git") and (ROOT / ".git").exists():  # a checkout (a worktree's .git is a file)
+        assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", commit or ""), commit
+    else:
+        assert commit is None

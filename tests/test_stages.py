@@ -166,3 +166,28 @@ def test_stage2_resume_restores_adapter_optimizer_and_rank_allocator(tmp_path):
     for n, p in full.items():
         assert torch.equal(resumed[n], p), n
     assert m_res.peft_config["default"].rank_pattern == m_full.peft_config["default"].rank_pattern
+
+
+@pytest.mark.parametrize("cfg,evaluate,name", [
+    (Stage2Config(steps=2, warmup=0, eval_every=2), "accuracy", "hr@1"),   # finetune(metric=accuracy)
+    (Stage2Config(steps=2, warmup=0, eval_every=2), "ndcg5", "ndcg@5"),     # stage 2's default
+    (Stage1Config(steps=2, warmup=0, eval_every=2), None, "accuracy (TA/RPS mean)"),  # a plain mean
+])
+def test_the_log_names_the_validation_metric(cfg, evaluate, name, tmp_path):
+    import numpy as np
+
+    from delrec import evaluate as ev
+    from delrec.stages.loop import JsonlLog, Trainer
+
+    w = torch.nn.Parameter(torch.ones(2))
+
+    def step_fn(step):
+        w.grad = torch.ones(2)
+        return {}
+
+    scores, labels = np.array([[0.9, 0.1], [0.2, 0.8]]), [0, 0]
+    value = (lambda: getattr(ev, evaluate)(scores, labels)) if evaluate else (lambda: 0.25)
+    Trainer(cfg, {"w": w}, tmp_path, "s", JsonlLog(tmp_path / "log.jsonl")).fit(step_fn, value, seed=0)
+    evals = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert [(r["metric"], type(r["valid"])) for r in evals] == [(name, float)]
+

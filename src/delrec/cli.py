@@ -82,10 +82,15 @@ def cmd_evaluate(args) -> int:
 def cmd_recommend(args) -> int:
     from delrec.recommend import Recommender
 
-    rec = Recommender.load(args.run)
+    rec = Recommender.load(args.run, args.method)
+    history = args.history.split(",")
     cands = args.candidates.split(",") if args.candidates else None
-    for title, raw, score in rec.recommend(args.history.split(","), cands, top=args.top):
-        print(f"{score:10.4f}  {raw:>10}  {title}")
+    ranked = rec.recommend(history, cands, top=args.top)  # unknown ids fail here, before anything is printed
+    for line in rec.describe(history, len(cands or []), args.run):
+        print(line)
+    print(f"\n{'rank':>4}  {'score':>10}  {'item':>10}  title")
+    for rank, (title, raw, score) in enumerate(ranked, 1):
+        print(f"{rank:>4}  {score:10.4f}  {raw:>10}  {title}")
     return 0
 
 
@@ -114,16 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         p.set_defaults(func=cmd_stage)
-    p = sub.add_parser("evaluate", help="score a trained run on a candidate JSONL file")
+    p = sub.add_parser("evaluate", help="score every method of a trained run on a candidate JSONL file")
     p.add_argument("--run", required=True)
     p.add_argument("--candidates", required=True)
-    p.add_argument("--out", help="metrics.json to write (default: beside the candidates, in the run)")
+    p.add_argument("--out", help="metrics JSON to write, a .results.md table beside it (default: "
+                                 "<run>/evaluations/<file>.metrics.json)")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("recommend", help="rank candidate items for a history with a trained run")
     p.add_argument("--run", required=True)
     p.add_argument("--history", required=True, help="raw item ids, comma-separated, oldest first")
     p.add_argument("--candidates", help="raw item ids to rank (default: 20 sampled)")
     p.add_argument("--top", type=int, default=10)
+    p.add_argument("--method", default="delrec", help="which trained method ranks (default: delrec)")
     p.set_defaults(func=cmd_recommend)
     p = sub.add_parser("prompt", help="show a rendered prompt with the soft-prompt slot marked")
     p.add_argument("--task", choices=["ta", "rps", "lsr"], default="lsr")

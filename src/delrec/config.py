@@ -63,6 +63,11 @@ class DataConfig:
         _positive("data.n_candidates", self.n_candidates, minimum=2)
         _positive("data.max_history", self.max_history)
         _positive("data.min_interactions", self.min_interactions)
+        _positive("data.max_train_examples", self.max_train_examples)
+        _positive("data.train_examples_per_user", self.train_examples_per_user)
+        _positive("data.max_eval_examples", self.max_eval_examples, minimum=0)
+        _positive("data.synthetic_users", self.synthetic_users)
+        _positive("data.synthetic_items", self.synthetic_items)
 
 
 @dataclass
@@ -97,8 +102,12 @@ class TeacherConfig:
             raise DelrecError("teacher.models: at least one teacher is needed")
         _choice("teacher.loss", self.loss, TEACHER_LOSSES)
         _positive("teacher.topk", self.topk)
-        for key in ("hidden", "heads", "max_len", "epochs", "batch_size"):
+        for key in ("hidden", "heads", "layers", "max_len", "epochs", "batch_size", "patience"):
             _positive(f"teacher.{key}", getattr(self, key))
+        _positive("teacher.train_stride", self.train_stride, minimum=0)
+        _above_zero("teacher.lr", self.lr)
+        _not_negative("teacher.weight_decay", self.weight_decay)
+        _dropout("teacher.dropout", self.dropout)
         if "sasrec" in self.models and self.hidden % self.heads:
             raise DelrecError(f"teacher.hidden ({self.hidden}) must be divisible by teacher.heads "
                               f"({self.heads}) for SASRec's attention heads")
@@ -131,6 +140,11 @@ class LMConfig:
         _choice("lm.length_norm", self.length_norm, LENGTH_NORMS)
         _positive("lm.n_soft", self.n_soft, minimum=0)  # 0 only without a soft prompt: see RunConfig
         _positive("lm.chunk_rows", self.chunk_rows, minimum=0)
+        _positive("lm.max_title_tokens", self.max_title_tokens)
+        _positive("lm.max_prompt_tokens", self.max_prompt_tokens)
+        if not self.backbone.strip():
+            raise DelrecError("lm.backbone: empty; use a hub id, a local model folder, smollm2-offline or "
+                              "tiny-random-t5")
         _choice("lm.candidate_pass", self.candidate_pass, CANDIDATE_PASSES)
 
 
@@ -166,6 +180,12 @@ class StageConfig:
         _positive(f"{name}.steps", self.steps)
         _positive(f"{name}.batch_size", self.batch_size)
         _positive(f"{name}.grad_accum", self.grad_accum)
+        _positive(f"{name}.warmup", self.warmup, minimum=0)
+        _positive(f"{name}.patience", self.patience)
+        _positive(f"{name}.max_eval_examples", self.max_eval_examples)
+        _above_zero(f"{name}.lr", self.lr)
+        _not_negative(f"{name}.weight_decay", self.weight_decay)
+        _above_zero(f"{name}.max_grad_norm", self.max_grad_norm)
         if self.checkpoint_minutes < 0:
             raise DelrecError(f"{name}.checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
         _positive(f"{name}.train_negatives", self.train_negatives, minimum=0)
@@ -183,6 +203,10 @@ class Stage1Config(StageConfig):
 
     section: ClassVar[str] = "stage1"
     alpha: float = 0.5                  # gradient-norm loss weighting exponent
+
+    def validate(self) -> None:
+        super().validate()
+        _not_negative("stage1.alpha", self.alpha)
 
 
 @dataclass
@@ -209,6 +233,12 @@ class Stage2Config(StageConfig):
         super().validate()
         _positive("stage2.train_layers", self.train_layers, minimum=0)
         _positive("stage2.target_r", self.target_r)
+        _above_zero("stage2.lora_alpha", self.lora_alpha)
+        _dropout("stage2.lora_dropout", self.lora_dropout)
+        _not_negative("stage2.orth_reg_weight", self.orth_reg_weight)
+        _positive("stage2.deltaT", self.deltaT)
+        _positive("stage2.tinit", self.tinit, minimum=0)
+        _positive("stage2.tfinal", self.tfinal, minimum=0)
         if self.init_r < self.target_r:
             raise DelrecError(f"stage2.init_r ({self.init_r}) must be >= stage2.target_r ({self.target_r}): "
                               f"AdaLoRA prunes ranks, it never adds them")
@@ -230,6 +260,9 @@ class EvalConfig:
     def validate(self) -> None:
         for m in self.methods:
             _choice("eval.methods", m, EVAL_METHODS)
+        _positive("eval.hint_k", self.hint_k)
+        _positive("eval.batch_size", self.batch_size)
+        _positive("eval.bootstrap", self.bootstrap, minimum=0)
 
     @property
     def uses_soft_prompt(self) -> bool:
@@ -287,6 +320,21 @@ def _choice(key, value, options):
 def _positive(key, value, minimum=1):
     if value < minimum:
         raise DelrecError(f"{key}: must be >= {minimum}, got {value}")
+
+
+def _above_zero(key, value):
+    if not value > 0:  # also refuses NaN
+        raise DelrecError(f"{key}: must be > 0, got {value}")
+
+
+def _not_negative(key, value):
+    if not value >= 0:
+        raise DelrecError(f"{key}: must be >= 0, got {value}")
+
+
+def _dropout(key, value):
+    if not 0 <= value < 1:
+        raise DelrecError(f"{key}: a dropout probability must be in [0, 1), got {value}")
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple = ()) -> RunConfig:

@@ -49,14 +49,22 @@ def metric_row(scores: np.ndarray, labels, *, n_boot: int = 1000) -> dict:
     return summarize(ranks_from_scores(scores, labels), n_boot=n_boot)
 
 
-def _mean_metric(scores: np.ndarray, labels, name: str) -> float:
-    return float(per_example(ranks_from_scores(scores, labels))[name].mean()) if len(labels) else 0.0
+class MetricValue(float):
+    """A validation metric that says which one it is (`name`), so the training log can name it."""
+
+    name = ""
 
 
-def accuracy(scores: np.ndarray, labels) -> float:
+def _mean_metric(scores: np.ndarray, labels, name: str) -> MetricValue:
+    value = MetricValue(per_example(ranks_from_scores(scores, labels))[name].mean() if len(labels) else 0.0)
+    value.name = name
+    return value
+
+
+def accuracy(scores: np.ndarray, labels) -> MetricValue:
+    """HR@1: the share of examples whose right answer scores highest."""
     return _mean_metric(scores, labels, "hr@1")
 
 
-def ndcg5(scores: np.ndarray, labels) -> float:
+def ndcg5(scores: np.ndarray, labels) -> MetricValue:
     return _mean_metric(scores, labels, "ndcg@5")
-

@@ -68,10 +68,10 @@ class MetricsFile:
     """The shared metrics.json: {dataset, protocol, candidates, rows: {method: {hr@1, hr@5, ndcg@5, n, ci95}}}."""
 
     def __init__(self, path: str | os.PathLike, *, dataset: str = "", protocol: str = "", candidates: int = 20,
-                 write: bool = True):
+                 write: bool = True, fresh: bool = False):
         self.path = Path(path)
         self.write = write  # False on all but the main process of a distributed run
-        if self.path.exists():
+        if self.path.exists() and not fresh:  # fresh: rows of an earlier run are not kept
             self.data = json.loads(self.path.read_text())
         else:
             self.data = {"dataset": dataset, "protocol": protocol, "candidates": candidates, "rows": {}}
@@ -89,12 +89,20 @@ class MetricsFile:
             atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
-def format_table(rows: dict, keys=("hr@1", "hr@5", "ndcg@5")) -> str:
-    """A markdown table of rows; a missing metric shows as a dash."""
+def format_table(rows: dict, keys=("hr@1", "hr@5", "ndcg@5"), *, intervals: bool = False) -> str:
+    """A markdown table of rows; a missing metric shows as a dash. With `intervals`, each candidate metric
+    is followed by its 95% bootstrap interval, `0.3400 [0.250, 0.430]`."""
     extra = sorted({k for r in rows.values() for k in r if k.startswith("full/")})
     cols = list(keys) + extra
     lines = ["| method | " + " | ".join(cols) + " | n |", "|---" * (len(cols) + 2) + "|"]
     for name, r in rows.items():
-        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), (int, float)) and not math.isnan(r[c]) else "-" for c in cols]
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cell = f"{v:.4f}" if isinstance(v, (int, float)) and not math.isnan(v) else "-"
+            ci = r.get("ci95", {}).get(c)
+            if intervals and ci and cell != "-":
+                cell += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+            cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r.get('n', '-')} |")
     return "\n".join(lines)

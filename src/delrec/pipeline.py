@@ -22,13 +22,17 @@ from delrec.data.candidates import CandidateSet, make_candidates, read_candidate
 from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
 from delrec.data.split import Split, make_split
-from delrec.evaluate import metric_row, score_examples
-from delrec.metrics import MetricsFile, format_table
-from delrec.prompts.examples import PromptBuilder, build_stage1
-from delrec.runs import RunDir, digest, fresh, is_done, mark_done
+from delrec.methods import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder
+from delrec.metrics import MetricsFile
+from delrec.preflight import check_before_training
+from delrec.prompts.examples import build_stage1
+from delrec.report import results_table, write_report
+from delrec.runs import RunDir, digest, fresh, is_done, mark_done, provenance
 from delrec.stages.loop import JsonlLog
 
 Until = Literal["teach", "distill", "finetune", "evaluate"]
+TEST_FIELDS = ("hr@1", "hr@5", "ndcg@5", "n", "ci95")
+
 
 @dataclass
 class Context:
@@ -39,6 +43,10 @@ class Context:
     cands: dict[str, list[CandidateSet]]
     log: JsonlLog
 
+    @property
+    def test_file(self) -> str:
+        return f"candidates/test-{self.run.data_key(self.cfg)}.jsonl"
+
 
 def prepare(cfg: RunConfig) -> Context:
     run = RunDir(cfg.out)
@@ -48,14 +56,7 @@ def prepare(cfg: RunConfig) -> Context:
     if dist.is_main():
         cfg.save(run.path("config.yaml"))
     dataset = load_dataset(cfg.data)
-    split = make_split(dataset, cfg.data.protocol, seed=cfg.data.seed, max_train_examples=cfg.data.max_train_examples,
-                       train_examples_per_user=cfg.data.train_examples_per_user)
-    if cfg.data.max_eval_examples:
-        rng = random.Random(cfg.data.seed + 7)
-        for name in ("valid", "test"):
-            rows = getattr(split, name)
-            if len(rows) > cfg.data.max_eval_examples:
-                setattr(split, name, sorted(rng.sample(rows, cfg.data.max_eval_examples), key=lambda e: e.user))
+    split = build_split(cfg, dataset)
     cands = {name: candidate_file(cfg, run, dataset, split, name) for name in ("train", "valid", "test")}
     return Context(cfg, run, dataset, split, cands, JsonlLog(run.log_path))
 
@@ -79,20 +80,21 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
 
     cfg, teachers = ctx.cfg, {}
     popularity = train_teacher("popularity", cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, progress=False)
-    metrics.add("popularity", evaluate_teacher(popularity, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap))
+    add_row(ctx, metrics, "popularity", evaluate_teacher(popularity, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap))
     for model in cfg.teacher.models:
         folder, key = ctx.run.teacher_dir(cfg, model), ctx.run.teacher_key(cfg, model)
-        header(f"teacher {model}: "
-               + ("cached" if is_done(folder, key) else f"{cfg.teacher.epochs} epochs at most"))
-        if not is_done(folder, key):
+        cached = bool(is_done(folder, key))
+        header(f"teacher {model}: " + ("cached" if cached else f"{cfg.teacher.epochs} epochs at most"))
+        if not cached:
             out_dir = fresh(folder, False)
             if dist.is_main():  # the other processes wait in mark_done's barrier, then load it
                 train_teacher(model, cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, out_dir=out_dir)
             mark_done(folder, {"model": model}, key)
         teacher = Teacher.load(folder)
         teachers[model] = teacher
+        log_teacher(ctx.log, model, key, teacher.info, cached)
         row = evaluate_teacher(teacher, None, ctx.cands["test"], n_boot=cfg.eval.bootstrap)
-        metrics.add(model, row | {"seconds": teacher.info.get("seconds")} if teacher.info else row)
+        add_row(ctx, metrics, model, row | {"seconds": teacher.info.get("seconds")} if teacher.info else row)
         if dist.is_main() and not (folder / "topk.json").exists():
             export_topk(teacher, ctx.dataset, ctx.split, folder / "topk.json", cfg.teacher.topk)
             own = MetricsFile(folder / "metrics.json", dataset=ctx.dataset.name, protocol=cfg.data.protocol,
@@ -102,11 +104,25 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
     return teachers
 
 
-def prompt_builder(cfg: RunConfig, dataset: Dataset) -> PromptBuilder:
-    """The prompts of a run: its dataset's titles and domain, the distilled teacher, the configured history
-    length, candidate count and scorer (index-letter lists candidates as letters)."""
-    return PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
-                         cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates)
+def log_teacher(log: JsonlLog, model: str, key: str, info: dict, cached: bool) -> None:
+    """A teacher trained now logs its epochs (loss, validation full-catalogue NDCG@10); a cached one says so."""
+    stage = f"teacher/{model}"
+    if cached:
+        log.write(stage=stage, event="cached", key=key)
+        return
+    log.write(stage=stage, event="start", step=0, folder=model, key=key)
+    for e in info.get("log", []):
+        log.write(stage=stage, event="epoch", epoch=e["epoch"], loss=e["loss"], valid=e["valid_ndcg@10"],
+                  metric="full ndcg@10", elapsed_s=e["seconds"])
+    log.write(stage=stage, event="done", best_epoch=info.get("best_epoch"), epochs_run=info.get("epochs_run"),
+              seconds=info.get("seconds"))
+
+
+def add_row(ctx: Context, metrics: MetricsFile, method: str, row: dict) -> None:
+    """A test row into metrics.json and log.jsonl (event "test"), so the log holds the results too."""
+    metrics.add(method, row)
+    ctx.log.write(stage=method, event="test", candidates=ctx.test_file,
+                  **{k: v for k, v in row.items() if k in TEST_FIELDS or k.startswith("full/")})
 
 
 def require_finished(result: dict, what: str) -> dict:
@@ -115,13 +131,6 @@ def require_finished(result: dict, what: str) -> dict:
     if not result["finished"]:
         raise DelrecError(f"{what} stopped before finishing; rerun with --resume")
     return result
-
-
-def new_lm(cfg: RunConfig):
-    from delrec.lm.backbone import load_backbone
-    from delrec.lm.scoring import scorer_from_config
-
-    return scorer_from_config(load_backbone(cfg.lm), cfg.lm)
 
 
 def stage1(ctx: Context, teacher, variant: str, resume: bool):
@@ -152,40 +161,6 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     return folder / "soft_prompt.safetensors", key
 
 
-def lsr_for(ctx: Context, sets: list[CandidateSet], soft: bool, hint_teacher=None) -> list:
-    """LSR prompts for candidate sets; with a teacher, its ranking of each example's candidates goes into the
-    prompt (delrec+hint)."""
-    builder = prompt_builder(ctx.cfg, ctx.dataset)
-    hints = candidate_hints(hint_teacher, sets, ctx.cfg.eval.hint_k) if hint_teacher else [None] * len(sets)
-    return [builder.lsr(c, soft=soft, hint=h) for c, h in zip(sets, hints)]
-
-
-def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512) -> list[list[int]]:
-    """The teacher's top k of each example's own candidates, best first. Its global top-k (the paper's view of
-    the teacher) mostly misses the 20 candidates, so it tells the LM little about the choice at hand."""
-    out = []
-    for lo in range(0, len(sets), chunk):
-        part = sets[lo:lo + chunk]
-        scores = teacher.scores([c.history for c in part])
-        for c, s in zip(part, scores):
-            cands = list(c.candidates)
-            ranked = sorted(range(len(cands)), key=lambda j: (-float(s[cands[j]]), j))
-            out.append([cands[j] for j in ranked[:k]])
-    return out
-
-
-def evaluate_lm(ctx: Context, scorer, soft, method: str, examples_fn) -> dict:
-    """Test row for an LM method; with eval.order_robust also scores the reversed candidate order."""
-    cfg = ctx.cfg
-    examples = examples_fn(ctx.cands["test"])
-    scores = score_examples(scorer, examples, soft, batch_size=cfg.eval.batch_size, desc=f"test {method}")
-    if cfg.eval.order_robust:
-        rev_sets = [CandidateSet(c.user, c.history, c.candidates[::-1], c.target) for c in ctx.cands["test"]]
-        rev = score_examples(scorer, examples_fn(rev_sets), soft, batch_size=cfg.eval.batch_size)
-        scores = 0.5 * (scores + rev[:, ::-1])
-    return metric_row(scores, [e.label for e in examples], n_boot=cfg.eval.bootstrap) | {"scores": scores}
-
-
 def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | None, resume: bool,
            teachers=None) -> dict:
     from delrec.lm.soft_prompt import SoftPrompt
@@ -203,8 +178,9 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     folder = fresh(folder, resume)
     use_soft = soft_path is not None
     hint = teachers[cfg.teacher.models[0]] if method.endswith("+hint") else None
-    train = lsr_for(ctx, ctx.cands["train"], use_soft, hint)
-    valid = lsr_for(ctx, ctx.cands["valid"], use_soft, hint)
+    builder = prompt_builder(cfg, ctx.dataset)
+    train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft, hint)
+    valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint)
     scorer = new_lm(cfg)
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
     add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
@@ -213,7 +189,7 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
                       eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}")
     require_finished(result, f"stage 2 ({method})")
     train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
-    row = evaluate_lm(ctx, scorer, soft, method, lambda sets: lsr_for(ctx, sets, use_soft, hint))
+    row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint)
     row |= {"examples_seen": result["steps"] * cfg.stage2.batch_size * cfg.stage2.grad_accum,
             "best_step": result["best_step"], "train_s": train_s, "valid_curve": result["evals"]}
     save_scores(folder, row.pop("scores"))
@@ -234,40 +210,43 @@ def save_scores(folder: Path, scores: np.ndarray) -> None:
 def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluate") -> dict:
     """The pipeline up to `until` (teach: teachers only; distill: + stage 1; finetune: + stage 2 without the
     zero-shot and hint rows; evaluate: everything); returns the metrics rows."""
-    from delrec.report import write_report
-
+    check_before_training(cfg, until)
+    start = time.time()
     ctx = prepare(cfg)
+    stamp = provenance(cfg)
+    ctx.log.write(stage="run", event="run_start", until=until, resume=resume, **stamp)
+    # Fresh rows: results.md says which config produced it, so rows of earlier runs are not carried over.
     metrics = MetricsFile(ctx.run.path("metrics.json"), dataset=ctx.dataset.name, protocol=cfg.data.protocol,
-                          candidates=cfg.data.n_candidates, write=dist.is_main())
+                          candidates=cfg.data.n_candidates, write=dist.is_main(), fresh=True)
+    metrics.data["produced_by"] = stamp
     methods = list(cfg.eval.methods) + (["delrec-no-ta", "delrec-no-rps"] if cfg.eval.ablations else [])
     teachers = train_teachers(ctx, metrics)
     teacher = teachers[cfg.teacher.models[0]]
-    if until == "teach":
-        if dist.is_main():
-            write_report(ctx.run.root, metrics)
-            print(format_table(metrics.rows))
-        return metrics.rows
     if "lm-zero-shot" in methods and until == "evaluate":
         header("lm-zero-shot: the untrained LM on the test candidates")
-        row = evaluate_lm(ctx, new_lm(cfg), None, "lm-zero-shot", lambda sets: lsr_for(ctx, sets, False))
+        row = lm_test_row(cfg, prompt_builder(cfg, ctx.dataset), new_lm(cfg), None, ctx.cands["test"],
+                          "lm-zero-shot")
         row.pop("scores")
-        metrics.add("lm-zero-shot", row)
-    for method in methods:
+        add_row(ctx, metrics, "lm-zero-shot", row)
+    for method in methods if until != "teach" else []:
         variant = method.replace("+hint", "")
         if variant in SOFT_PROMPT_METHODS:
             soft_path, key = stage1(ctx, teacher, variant, resume)
             if until == "distill":
                 continue
-            metrics.add(method, stage2(ctx, method, soft_path, key, resume))
+            add_row(ctx, metrics, method, stage2(ctx, method, soft_path, key, resume))
         elif method == "lsr-only" and until != "distill":
-            metrics.add(method, stage2(ctx, method, None, None, resume))
+            add_row(ctx, metrics, method, stage2(ctx, method, None, None, resume))
     if cfg.eval.teacher_hint and until == "evaluate":
         soft_path, key = stage1(ctx, teacher, "delrec", resume)
-        metrics.add("delrec+hint", stage2(ctx, "delrec+hint", soft_path, key, resume, teachers))
+        add_row(ctx, metrics, "delrec+hint", stage2(ctx, "delrec+hint", soft_path, key, resume, teachers))
+    ctx.log.write(stage="run", event="run_end", until=until, methods=list(metrics.rows),
+                  elapsed_s=round(time.time() - start, 1))
     if dist.is_main():
-        write_report(ctx.run.root, metrics)
-        header(f"results: {ctx.run.root / 'results.md'} (also metrics.json, plots/)")
-        print(format_table(metrics.rows))
+        write_report(ctx.run.root, metrics, cfg)
+        if until != "teach":
+            header(f"results: {ctx.run.root / 'results.md'} (also metrics.json, plots/)")
+        print(results_table(metrics.rows, cfg))
     return metrics.rows
 
 
@@ -293,7 +272,8 @@ def show_prompt(cfg: RunConfig, task: str = "lsr", index: int = 0) -> str:
     ex = split.test[index % len(split.test)]
     cs = make_candidates(dataset, [ex], n_candidates=cfg.data.n_candidates, seed=cfg.data.seed)[0]
     builder = prompt_builder(cfg, dataset)
-    # Stage-1 prompts need the teacher's top-k; for display, the history's own later items stand in for it.
+    # Stage-1 prompts need the teacher's top-k, and no teacher is trained here: some of the example's own
+    # candidates stand in for it, and the output says so.
     stand_in = list(cs.candidates[: cfg.teacher.topk])
     rng = random.Random(0)
     example = {"lsr": lambda: builder.lsr(cs), "ta": lambda: builder.ta(ex.history, stand_in[0], rng),
@@ -301,4 +281,13 @@ def show_prompt(cfg: RunConfig, task: str = "lsr", index: int = 0) -> str:
     if example is None:
         raise DelrecError(f"history of example {index} is too short for task {task}")
     answer = example.candidates[example.label]
-    return f"{mark_soft(example.prompt)}\n\n[answer: {answer}]  [{len(example.candidates)} candidates]"
+    notes = [f"[answer: {answer}]  [{len(example.candidates)} candidates]"]
+    teacher = builder.teacher_name
+    if task == "ta":
+        notes.append(f"[{teacher}'s next-item guess: a stand-in ({dataset.catalog.titles[stand_in[0]]!r}, one of "
+                     f"this example's candidates), not a trained {teacher}'s: `delrec prompt` trains no teacher]")
+    elif task == "rps":
+        notes.append(f"[{teacher}'s top-{len(stand_in)}: stand-ins ({len(stand_in)} of this example's "
+                     f"candidates), not a trained {teacher}'s; the answer is the stand-in top-1: "
+                     f"`delrec prompt` trains no teacher]")
+    return mark_soft(example.prompt) + "\n\n" + "\n".join(notes)

@@ -1,36 +1,65 @@
-"""Use a trained run: rank candidates for a history (Python API + `delrec recommend`) and score any candidate
-file (`delrec evaluate`)."""
+"""Use a trained run: rank candidates for a history (Python API + `delrec recommend`) and score every method
+of the run on any candidate file (`delrec evaluate`)."""
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 from delrec import DelrecError
 from delrec.choices import SOFT_PROMPT_METHODS
-from delrec.config import load_config
+from delrec.config import RunConfig, load_config
+from delrec.console import header
 from delrec.data.candidates import CandidateSet, read_candidates, sample_negatives
 from delrec.data.registry import load_dataset
-from delrec.evaluate import metric_row, score_examples
-from delrec.metrics import MetricsFile, format_table
+from delrec.data.sequences import Dataset
+from delrec.io import atomic_write_text
+from delrec.metrics import MetricsFile
 from delrec.prompts.examples import PromptBuilder
+from delrec.runs import RunDir, is_done
+
+# What the number next to a recommendation is, per lm.scorer (and lm.length_norm): higher is better.
+SCORE_MEANING = {
+    ("title-likelihood", "mean"): "mean log-probability per token of the title as the answer",
+    ("title-likelihood", "sum"): "log-probability of the whole title as the answer (summed over its tokens)",
+    ("first-token", "mean"): "log-probability of the title's first token as the answer",
+    ("index-letter", "mean"): "log-probability of the candidate's letter as the answer",
+}
 
 
-def trained_methods(run_dir: Path) -> dict[str, Path]:
-    """method name -> its finished stage-2 folder for the run's current config.yaml."""
-    from delrec.runs import RunDir
+def score_meaning(cfg: RunConfig) -> str:
+    norm = cfg.lm.length_norm if cfg.lm.scorer == "title-likelihood" else "mean"
+    return f"{SCORE_MEANING[(cfg.lm.scorer, norm)]} (lm.scorer={cfg.lm.scorer}; higher is better)"
 
-    run = RunDir(run_dir)
-    cfg = load_config(str(run.path("config.yaml")))
+
+def run_config(run_dir: Path) -> RunConfig:
+    if not (Path(run_dir) / "config.yaml").exists():
+        raise DelrecError(f"{run_dir}: not a delrec run directory (no config.yaml)")
+    return load_config(str(Path(run_dir) / "config.yaml"))
+
+
+def trained_methods(run_dir: Path, cfg: RunConfig | None = None) -> dict[str, Path]:
+    """method name -> its finished stage-2 folder for the run's config.yaml, in the order runs report them."""
+    run, cfg = RunDir(run_dir), cfg or run_config(Path(run_dir))
     out = {}
-    # delrec+hint needs the teacher at inference: not served here
-    for method in ["lsr-only", *SOFT_PROMPT_METHODS]:
-        key = run.stage1_key(cfg, method) if method in SOFT_PROMPT_METHODS else None
+    for method in ["lsr-only", *SOFT_PROMPT_METHODS, "delrec+hint"]:
+        variant = method.removesuffix("+hint")
+        key = run.stage1_key(cfg, variant) if variant in SOFT_PROMPT_METHODS else None
         folder = run.stage2_dir(cfg, method, key)
         if (folder / "done.json").exists():
             out[method] = folder
     return out
+
+
+def trained_teachers(run_dir: Path, cfg: RunConfig) -> dict:
+    """model name -> the run's trained teacher, for the teachers trained with the run's current settings."""
+    from delrec.teachers.teacher import Teacher
+
+    run = RunDir(run_dir)
+    return {m: Teacher.load(run.teacher_dir(cfg, m)) for m in cfg.teacher.models
+            if is_done(run.teacher_dir(cfg, m), run.teacher_key(cfg, m))}
 
 
 def stored_path(run_dir: Path, stored: str | None) -> Path | None:
@@ -49,39 +78,51 @@ def stored_path(run_dir: Path, stored: str | None) -> Path | None:
 
 
 class Recommender:
-    def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str):
+    """A trained LM method of a run: its scorer (LM + adapter), soft prompt and prompts; `delrec+hint` also
+    holds the teacher whose ranking of the candidates goes into each prompt."""
+
+    def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str, hint_teacher=None):
         self.cfg, self.dataset, self.scorer, self.soft, self.builder, self.method = (
             cfg, dataset, scorer, soft, builder, method)
+        self.hint_teacher = hint_teacher
 
     @classmethod
-    def load(cls, run_dir: str | Path, method: str = "delrec") -> Recommender:
+    def load(cls, run_dir: str | Path, method: str = "delrec", *, cfg: RunConfig | None = None,
+             dataset: Dataset | None = None, teachers: dict | None = None) -> Recommender:
         from delrec.lm.soft_prompt import SoftPrompt
-        from delrec.pipeline import new_lm, prompt_builder
+        from delrec.methods import new_lm, prompt_builder
         from delrec.stages.finetune import load_adapter
 
         run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").exists():
-            raise DelrecError(f"{run_dir}: not a delrec run directory (no config.yaml)")
-        cfg = load_config(str(run_dir / "config.yaml"))
-        methods = trained_methods(run_dir)
+        cfg = cfg or run_config(run_dir)
+        methods = trained_methods(run_dir, cfg)
         if method not in methods:
             raise DelrecError(f"{run_dir}: method {method!r} has not been trained; trained: {sorted(methods) or 'none'}")
         folder = methods[method]
         done = json.loads((folder / "done.json").read_text())
+        hint_teacher = None
+        if method.endswith("+hint"):
+            teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
+            if cfg.teacher.models[0] not in teachers:
+                raise DelrecError(f"{run_dir}: {method} needs the trained teacher {cfg.teacher.models[0]}, "
+                                  f"which is not in teacher/")
+            hint_teacher = teachers[cfg.teacher.models[0]]
         scorer = new_lm(cfg)
         load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
         soft_path = stored_path(run_dir, done.get("soft_prompt"))
         soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
-        dataset = load_dataset(cfg.data)
-        builder = prompt_builder(cfg, dataset)
-        return cls(cfg, dataset, scorer, soft, builder, method)
+        dataset = dataset or load_dataset(cfg.data)
+        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher)
 
-    def _example(self, cs: CandidateSet):
-        return self.builder.lsr(cs, soft=self.soft is not None)
+    def _examples(self, sets: list[CandidateSet]) -> list:
+        from delrec.methods import lsr_examples
 
-    def recommend(self, history: list[str], candidates: list[str] | None = None, *, top: int = 10, seed: int = 0):
-        """[(title, raw id, score)] best first. Without candidates, n_candidates - 1 random unseen items plus
-        nothing else are ranked (the LM ranks a candidate list, never the whole catalogue)."""
+        return lsr_examples(self.cfg, self.builder, sets, self.soft is not None, self.hint_teacher)
+
+    def candidates_for(self, history: list[str], candidates: list[str] | None = None, *, seed: int = 0
+                       ) -> CandidateSet:
+        """The raw ids as dense ids; without candidates, n_candidates random items outside the history (the
+        LM ranks a candidate list, never the whole catalogue)."""
         cat = self.dataset.catalog
         missing = [x for x in [*history, *(candidates or [])] if x not in cat]
         if missing:
@@ -91,32 +132,85 @@ class Recommender:
             cands = tuple(cat.dense(x) for x in candidates)
         else:
             cands = tuple(sample_negatives(random.Random(seed), len(cat), set(hist), self.cfg.data.n_candidates))
-        cs = CandidateSet(-1, hist, cands, cands[0])
-        scores = score_examples(self.scorer, [self._example(cs)], self.soft)[0]
-        order = sorted(range(len(cands)), key=lambda i: -scores[i])[:top]
-        return [(cat.titles[cands[i]], cat.raw_ids[cands[i]], float(scores[i])) for i in order]
+        return CandidateSet(-1, hist, cands, cands[0])
+
+    def recommend(self, history: list[str], candidates: list[str] | None = None, *, top: int = 10, seed: int = 0):
+        """[(title, raw id, score)] best first; the score is what `score_meaning` says."""
+        from delrec.evaluate import score_examples
+
+        cs = self.candidates_for(history, candidates, seed=seed)
+        scores = score_examples(self.scorer, self._examples([cs]), self.soft)[0]
+        order = sorted(range(len(cs.candidates)), key=lambda i: -scores[i])[:top]
+        cat = self.dataset.catalog
+        return [(cat.titles[cs.candidates[i]], cat.raw_ids[cs.candidates[i]], float(scores[i])) for i in order]
+
+    def describe(self, history: list[str], n_given: int, run_dir: str | Path = "") -> list[str]:
+        """What `delrec recommend` prints above the ranking: the method, the history's titles, the
+        candidates and what the score is."""
+        cat, shown = self.dataset.catalog, self.cfg.data.max_history
+        titles = "; ".join(f"{x} {cat.titles[cat.dense(x)]}" for x in history if x in cat)
+        where = f"run {run_dir}, " if run_dir else ""
+        return [f"method: {self.method} ({where}lm.backbone={self.cfg.lm.backbone})",
+                f"history, oldest first (the prompt shows the last {shown}): {titles}",
+                f"candidates: {n_given} given" if n_given else
+                f"candidates: {self.cfg.data.n_candidates} drawn at random from the items outside the history",
+                f"score: {score_meaning(self.cfg)}"]
 
     def evaluate(self, sets: list[CandidateSet]) -> dict:
-        examples = [self._example(c) for c in sets]
-        scores = score_examples(self.scorer, examples, self.soft, batch_size=self.cfg.eval.batch_size)
-        return metric_row(scores, [e.label for e in examples], n_boot=self.cfg.eval.bootstrap)
+        from delrec.methods import lm_test_row
+
+        row = lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher)
+        row.pop("scores")
+        return row
+
+
+def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: list[CandidateSet]
+                       ) -> Iterator[tuple[str, dict]]:
+    """(method, row) for every method the run has, in the order `delrec run` reports them: popularity (counted
+    again from the run's training split), each trained teacher, lm-zero-shot (when the run's eval.methods has
+    it) and each trained LM method, delrec+hint included."""
+    from delrec.methods import build_split, lm_test_row, new_lm, prompt_builder
+    from delrec.teachers.evaluation import evaluate_teacher
+    from delrec.teachers.train import train_teacher
+
+    n_boot = cfg.eval.bootstrap
+    popularity = train_teacher("popularity", cfg.teacher, dataset, build_split(cfg, dataset), seed=cfg.seed,
+                               progress=False)
+    yield "popularity", evaluate_teacher(popularity, None, sets, n_boot=n_boot)
+    teachers = trained_teachers(run_dir, cfg)
+    for model, teacher in teachers.items():
+        yield model, evaluate_teacher(teacher, None, sets, n_boot=n_boot)
+    if "lm-zero-shot" in cfg.eval.methods:
+        header("lm-zero-shot: the untrained LM")
+        row = lm_test_row(cfg, prompt_builder(cfg, dataset), new_lm(cfg), None, sets, "lm-zero-shot")
+        row.pop("scores")
+        yield "lm-zero-shot", row
+    for method, folder in trained_methods(run_dir, cfg).items():
+        header(f"{method}: the trained adapter in {folder.relative_to(run_dir).as_posix()}")
+        yield method, Recommender.load(run_dir, method, cfg=cfg, dataset=dataset, teachers=teachers).evaluate(sets)
 
 
 def evaluate_command(run: str, candidates: str, out: str | None = None) -> dict:
-    """Score every trained LM method of `run` on a candidate JSONL (raw ids; made by delrec or elsewhere)."""
-    run_dir = Path(run)
-    methods = trained_methods(run_dir)
-    if not methods:
-        raise DelrecError(f"{run_dir}: no trained stage-2 method to evaluate")
-    out_path = Path(out) if out else run_dir / "evaluations" / f"{Path(candidates).stem}.metrics.json"
-    metrics = None
-    for method in methods:
-        rec = Recommender.load(run_dir, method)
-        sets = read_candidates(candidates, rec.dataset)
-        if metrics is None:
-            metrics = MetricsFile(out_path, dataset=rec.dataset.name, protocol=rec.cfg.data.protocol,
-                                  candidates=len(sets[0].candidates))
-        metrics.add(method, rec.evaluate(sets))
-    print(format_table(metrics.rows))
-    print(f"wrote {out_path}")
+    """Score every method of `run` on a candidate JSONL (raw ids of the run's dataset; made by delrec or
+    elsewhere, for users the run may never have seen: the history comes from the file). Writes
+    <out>.metrics.json and a results table beside it (<name>.results.md)."""
+    from delrec.report import results_markdown, results_table
+    from delrec.runs import provenance
+
+    run_dir, path = Path(run), Path(candidates)
+    cfg = run_config(run_dir)
+    dataset = load_dataset(cfg.data)
+    sets = read_candidates(path, dataset)  # before any model loads: a bad file is named at once
+    out_path = Path(out) if out else run_dir / "evaluations" / f"{path.stem}.metrics.json"
+    metrics = MetricsFile(out_path, dataset=dataset.name, protocol=cfg.data.protocol,
+                          candidates=len(sets[0].candidates), fresh=True)
+    stamp = provenance(cfg) | {"config": (run_dir / "config.yaml").as_posix()}
+    metrics.data |= {"candidates_file": str(path), "run": str(run_dir), "produced_by": stamp}
+    for method, row in score_every_method(run_dir, cfg, dataset, sets):
+        metrics.add(method, row)
+    table_path = out_path.with_name(out_path.name.removesuffix(".json").removesuffix(".metrics") + ".results.md")
+    source = f"Scored by `delrec evaluate` on {path} ({len(sets)} examples) with the models of run {run_dir}."
+    atomic_write_text(table_path, results_markdown("Evaluation", metrics.data, cfg, source))
+    print(results_table(metrics.rows, cfg))
+    print(f"wrote {out_path} and {table_path}")
     return metrics.rows

