@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, [f"data.data_dir={args.data_dir}", f"out={tmp}"])
         ctx = prepare(cfg)
     tok = load_backbone(cfg.lm).tokenizer  # a cached load of the weights: under a second
-    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
     builder = prompt_builder(cfg, ctx.dataset)
     rng = random.Random(0)
     sets = ctx.cands["train"][:args.n]
