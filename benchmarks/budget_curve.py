@@ -63,9 +63,8 @@ def plot(curve: dict, path: Path) -> None:
             y = [p[metric] for p in pts]
             lo = [p["ci95"][metric][0] for p in pts] if all("ci95" in p for p in pts) else None
             hi = [p["ci95"][metric][1] for p in pts] if lo else None
-            ax.plot(x, y, marker="o", label=name)
-            if lo:
-                ax.fill_between(x, lo, hi, alpha=0.15)
+            err = [[v - a for v, a in zip(y, lo)], [b - v for v, b in zip(y, hi)]] if lo else None
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
         for ref, style in (("popularity", ":"), ("best_teacher", "--")):
             if curve.get(ref):
                 label = ref if ref == "popularity" else f"best teacher ({curve[ref]['name']})"
