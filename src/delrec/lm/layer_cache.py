@@ -30,22 +30,19 @@ class LowerStateCache:
         self.dtype = dtype
         self.rows: dict[object, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
-    def __contains__(self, key) -> bool:
-        return key in self.rows
+    def titles(self, key) -> dict[str, torch.Tensor]:
+        return self.rows.get(key, (None, {}))[1]
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def put(self, key, prompt: torch.Tensor, titles: dict[str, torch.Tensor]) -> None:
-        self.rows[key] = (prompt.detach().to(self.dtype).clone(),
-                          {t: s.detach().to(self.dtype).clone() for t, s in titles.items()})
+    def add(self, key, prompt: torch.Tensor, titles: dict[str, torch.Tensor]) -> None:
+        """Store new title states; a prompt's own states do not depend on the titles after it, so its
+        first stored copy is kept and entries already held are not converted again."""
+        if key not in self.rows:
+            self.rows[key] = (prompt.detach().to(self.dtype).clone(), {})
+        self.rows[key][1].update({t: s.detach().to(self.dtype).clone() for t, s in titles.items()})
 
     def get(self, key, titles: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         prompt, by_title = self.rows[key]
         return prompt, [by_title[t] for t in titles]
-
-    def nbytes(self) -> int:
-        return sum(p.nbytes + sum(t.nbytes for t in ts.values()) for p, ts in self.rows.values())
 
 
 class UpperLayerScorer:
@@ -80,7 +77,7 @@ class UpperLayerScorer:
         self._check_soft(soft_prompt)
         todo: dict[str, list[str]] = {}
         for p, cands in zip(prompts, candidates):
-            have = self.cache.rows.get(p, (None, {}))[1]
+            have = self.cache.titles(p)
             missing = [t for t in dict.fromkeys(cands) if t not in have and t not in todo.get(p, [])]
             if missing:
                 todo.setdefault(p, []).extend(missing)
@@ -100,12 +97,9 @@ class UpperLayerScorer:
                                   position_ids=pos, use_cache=False)
         for b, key in enumerate(keys):
             lp, offsets, _ = layout[b]
-            prompt_states = states[b, P - lp:P]
-            old = self.cache.rows.get(key, (None, {}))[1]
             new = {t: states[b, start:start + n - 1] for t, (start, n) in zip(todo[key], offsets)}
             self.lower_rows += len(new)
-            # A prompt's own states do not depend on which titles follow it: keep the first copy.
-            self.cache.put(key, self.cache.rows[key][0] if key in self.cache else prompt_states, old | new)
+            self.cache.add(key, states[b, P - lp:P], new)
 
     def score(self, prompts: list[str], candidates: list[list[str]], soft_prompt=None) -> torch.Tensor:
         from delrec.lm.packed import scores_from_pieces
