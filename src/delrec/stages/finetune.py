@@ -136,12 +136,11 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     params = trainable_params(model)
     valid = valid[:cfg.max_eval_examples]
     fast = scorer  # what training and validation score with; the test pass always uses the full model
-    # Within one epoch an example is seen once: its lower pass then covers only the candidates scored
-    # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
-    revisits = cfg.steps * cfg.batch_size * cfg.grad_accum > len(train)
     if cfg.train_layers and cfg.cache_lower:
         fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), soft_prompt)
-    revisits = revisits and fast is not scorer
+    # Within one epoch an example is seen once: its lower pass then covers only the candidates scored
+    # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
+    revisits = fast is not scorer and cfg.steps * cfg.batch_size * cfg.grad_accum > len(train)
     alloc, lcfg = _allocator_state(model)
 
     def step_fn(step: int) -> dict:
