@@ -1,6 +1,7 @@
 """Run configuration: unknown keys and wrong types are named, CLI overrides parse, save/reload round-trips."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,9 @@ from delrec.config import (
     TeacherConfig,
     load_config,
 )
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_validate():
@@ -155,3 +159,10 @@ def test_choice_lists_are_the_ones_the_code_uses():
 
     assert set(TEACHERS) == set(choices.TEACHER_NAMES)
     assert set(choices.SOFT_PROMPT_METHODS) <= set(choices.EVAL_METHODS)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads(name):
+    # A preset that the validation rejects is a broken install for whoever copies its command.
+    cfg = load_config(str(ROOT / "configs" / name))
+    assert cfg.data.dataset

@@ -44,7 +44,7 @@ class DataConfig:
     max_history: int = 10
     n_candidates: int = 20
     seed: int = 42
-    max_train_examples: int = 2000      # LM-stage training examples drawn from training prefixes
+    max_train_examples: int = 2000      # LM-stage training examples drawn from training prefixes; 0 = all
     train_examples_per_user: int = 1
     max_eval_examples: int = 0          # 0 = all; >0 subsamples valid/test for quick runs (seeded)
     allow_pickle: bool = False          # LLaRA .df files are pickles: reading them executes code
@@ -63,7 +63,7 @@ class DataConfig:
         _positive("data.n_candidates", self.n_candidates, minimum=2)
         _positive("data.max_history", self.max_history)
         _positive("data.min_interactions", self.min_interactions)
-        _positive("data.max_train_examples", self.max_train_examples)
+        _positive("data.max_train_examples", self.max_train_examples, minimum=0)
         _positive("data.train_examples_per_user", self.train_examples_per_user)
         _positive("data.max_eval_examples", self.max_eval_examples, minimum=0)
         _positive("data.synthetic_users", self.synthetic_users)
