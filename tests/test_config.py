@@ -17,7 +17,6 @@ from delrec.config import (
     load_config,
 )
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

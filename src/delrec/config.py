@@ -148,6 +148,10 @@ class LMConfig:
         _choice("lm.candidate_pass", self.candidate_pass, CANDIDATE_PASSES)
 
 
+# Where a stage keeps things, not what it computes: changing them keeps its folder and allows --resume.
+LOCATION_KEYS = frozenset({"lower_states_dir"})
+
+
 @dataclass
 class StageConfig:
     """What both LM stages share: budget, optimiser, schedule, validation, checkpoints. `section` is the
@@ -173,6 +177,10 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def settings(self) -> dict:
+        """The keys that decide what a stage computes: its folder key and what --resume must match."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in LOCATION_KEYS}
 
     def validate(self) -> None:
         name = self.section
@@ -228,6 +236,10 @@ class Stage2Config(StageConfig):
     orth_reg_weight: float = 0.5
     train_layers: int = 0               # adapt only the top N blocks (0 = all; decoder-only LMs)
     cache_lower: bool = True            # with train_layers: compute the frozen lower blocks once per example
+    # With cache_lower over several epochs: keep those states in this folder too (one file per backbone and
+    # soft prompt, GBs), reused by --resume and by other runs of the same backbone and soft prompt; "" = in
+    # memory only. Where they are kept does not change a result: not part of the stage's key (LOCATION_KEYS).
+    lower_states_dir: str = ""
 
     def validate(self) -> None:
         super().validate()

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from delrec import DelrecError, dist
-from delrec.config import StageConfig
+from delrec.config import LOCATION_KEYS, StageConfig
 from delrec.io import atomic_write_text
 from delrec.stages.checkpoint import (
     load_checkpoint,
@@ -135,7 +135,8 @@ class Trainer:
         stored (no "config") are trusted as before."""
         if saved is None:
             return
-        current = dataclasses.asdict(self.cfg)
+        current = self.cfg.settings()
+        saved = {k: v for k, v in saved.items() if k not in LOCATION_KEYS}
         changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
         if changed:
             k, section = changed[0], self.cfg.section
