@@ -6,6 +6,7 @@ reuses the teachers and the stage-1 soft prompts.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -185,7 +186,10 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
     add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
     start = time.time()
-    result = finetune(scorer, soft, train, valid, cfg.stage2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
+    s2 = cfg.stage2
+    if s2.lower_states_dir and not Path(s2.lower_states_dir).expanduser().is_absolute():  # inside the run folder
+        s2 = dataclasses.replace(s2, lower_states_dir=str(ctx.run.root / s2.lower_states_dir))
+    result = finetune(scorer, soft, train, valid, s2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
                       eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}")
     require_finished(result, f"stage 2 ({method})")
     train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
