@@ -1,7 +1,7 @@
 """Paired bootstrap of the difference between two methods scored on the same test file.
 
     python benchmarks/paired_diff.py RUN_A/stage2/lsr-only-*/test_scores.npy RUN_B/stage2/delrec-*/test_scores.npy \
-        --candidates RUN_A/candidates/test-*.jsonl --out benchmarks/results/ml-100k/budget/delrec_vs_lsr-only.json
+        --candidates RUN_A/candidates/test-*.jsonl --out benchmarks/results/ml-100k/budget/b2k_delrec_vs_lsr-only.json
 
 Both score files hold [N, C] scores for the same N examples in the candidate file's order; the same resampled
 users are used for both methods, so the interval is that of the difference, not of each row.
