@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def main(argv=None) -> int:
@@ -30,6 +29,7 @@ def main(argv=None) -> int:
     from delrec.methods import build_split
     from delrec.metrics import per_example, ranks_from_scores
     from delrec.runs import RunDir
+    from delrec.teachers.evaluation import candidate_scores
     from delrec.teachers.teacher import Teacher
     from delrec.teachers.train import train_teacher
 
@@ -41,8 +41,7 @@ def main(argv=None) -> int:
                               progress=False)
     else:
         model = Teacher.load(run.teacher_dir(cfg, args.model))
-    scores = model.scores([c.history for c in sets])
-    scores = scores.gather(1, torch.tensor([c.candidates for c in sets], dtype=torch.long)).numpy()
+    scores = candidate_scores(model, sets)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "wb") as f:
         np.save(f, scores.astype(np.float32), allow_pickle=False)

@@ -23,10 +23,14 @@ def full_ranks(teacher: Teacher, histories, targets, *, batch_size: int = 512) -
     return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
 
 
-def candidate_ranks(teacher: Teacher, sets: list[CandidateSet], *, batch_size: int = 512) -> np.ndarray:
+def candidate_scores(teacher: Teacher, sets: list[CandidateSet], *, batch_size: int = 512) -> np.ndarray:
+    """[N, C] scores of each set's candidates, in the set's order (what the LM rows' test_scores.npy hold)."""
     scores = teacher.scores([c.history for c in sets], batch_size=batch_size)
-    cand = torch.tensor([c.candidates for c in sets], dtype=torch.long)
-    return ranks_from_scores(scores.gather(1, cand).numpy(), [c.target_index for c in sets])
+    return scores.gather(1, torch.tensor([c.candidates for c in sets], dtype=torch.long)).numpy()
+
+
+def candidate_ranks(teacher: Teacher, sets: list[CandidateSet], *, batch_size: int = 512) -> np.ndarray:
+    return ranks_from_scores(candidate_scores(teacher, sets, batch_size=batch_size), [c.target_index for c in sets])
 
 
 def evaluate_teacher(teacher: Teacher, examples: Sequence[Example] | None = None,
