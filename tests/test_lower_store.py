@@ -29,7 +29,7 @@ def test_states_read_back_score_exactly_without_a_lower_pass(tmp_path):
     scorer = CandidateScorer(bb)
     first = UpperLayerScorer(scorer, first_adapted_block(bb, 1))
     before = first.score(PROMPTS, CANDS, None)
-    LowerStateFile(first, None, str(tmp_path)).save_if_grown(1)
+    LowerStateFile(first, None, str(tmp_path)).save_if_grown()
     again = UpperLayerScorer(scorer, first_adapted_block(bb, 1))
     keep = LowerStateFile(again, None, str(tmp_path))
     assert keep.written == len(PROMPTS)
@@ -47,7 +47,7 @@ def test_the_file_is_named_by_what_the_states_depend_on(tmp_path):
     assert states_digest(scorer, 1, soft, torch.bfloat16) == d["a"]
     fast = UpperLayerScorer(scorer, 1)
     fast.score(PROMPTS, CANDS, None)
-    LowerStateFile(fast, None, str(tmp_path)).save_if_grown(1)
+    LowerStateFile(fast, None, str(tmp_path)).save_if_grown()
     store_path(tmp_path, d["none"]).rename(store_path(tmp_path, d["a"]))  # a renamed file must not be trusted
     with pytest.raises(DelrecError, match="another backbone or soft prompt"):
         load_states(UpperLayerScorer(scorer, 1).cache, store_path(tmp_path, d["a"]), d["a"])

@@ -33,12 +33,14 @@ class LowerStateCache:
     def titles(self, key) -> dict[str, torch.Tensor]:
         return self.rows.get(key, (None, {}))[1]
 
-    def add(self, key, prompt: torch.Tensor, titles: dict[str, torch.Tensor]) -> None:
+    def add(self, key, prompt: torch.Tensor, titles: dict[str, torch.Tensor], *, owned: bool = False) -> None:
         """Store new title states; a prompt's own states do not depend on the titles after it, so its
-        first stored copy is kept and entries already held are not converted again."""
+        first stored copy is kept and entries already held are not converted again. Slices of a batch are
+        copied (a view would keep the whole batch alive); `owned` tensors (read from a file) are not."""
+        own = (lambda t: t.detach().to(self.dtype)) if owned else (lambda t: t.detach().to(self.dtype).clone())
         if key not in self.rows:
-            self.rows[key] = (prompt.detach().to(self.dtype).clone(), {})
-        self.rows[key][1].update({t: s.detach().to(self.dtype).clone() for t, s in titles.items()})
+            self.rows[key] = (own(prompt), {})
+        self.rows[key][1].update({t: own(s) for t, s in titles.items()})
 
     def get(self, key, titles: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         prompt, by_title = self.rows[key]

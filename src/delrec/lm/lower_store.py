@@ -41,7 +41,7 @@ def states_digest(scorer, first_upper: int, soft_prompt, dtype: torch.dtype) -> 
 
 
 def store_path(folder: str | Path, digest: str) -> Path:
-    return Path(folder) / f"lower-{digest}.safetensors"
+    return Path(folder).expanduser() / f"lower-{digest}.safetensors"
 
 
 def save_states(cache, path: Path, digest: str) -> None:
@@ -70,7 +70,7 @@ def load_states(cache, path: Path, digest: str) -> int:
             index = json.loads(meta["index"])
             for i, (prompt, names) in enumerate(index):
                 titles = {t: f.get_tensor(f"t.{i}.{j}") for j, t in enumerate(names)}
-                cache.add(prompt, f.get_tensor(f"p.{i}"), titles)
+                cache.add(prompt, f.get_tensor(f"p.{i}"), titles, owned=True)
     except DelrecError:
         raise
     except Exception as e:  # safetensors' own error type, OSError, a damaged index
@@ -80,11 +80,11 @@ def load_states(cache, path: Path, digest: str) -> int:
 
 class LowerStateFile:
     """The on-disk copy of an UpperLayerScorer's cache for one stage-2 run: loaded at the start when present,
-    written whenever the cache has grown by `min_new` prompts since the last write (the first epoch's end)
-    and at the end. With no folder it does nothing."""
+    written once every training prompt is held (the first epoch's end) and at the end if it grew since.
+    With no folder it does nothing."""
 
     def __init__(self, fast, soft_prompt, folder: str, log=None, stage: str = "stage2"):
-        self.cache, self.path, self.written = fast.cache, None, 0
+        self.cache, self.path, self.written, self.complete = fast.cache, None, 0, False
         if not folder:
             return
         from delrec import dist
@@ -96,9 +96,16 @@ class LowerStateFile:
             if log is not None:
                 log.write(stage=stage, event="lower_states", loaded=self.written, path=str(self.path))
 
-    def save_if_grown(self, min_new: int) -> None:
+    def save_when_holding(self, prompts: set) -> None:
+        """Write once, on the first call at which every one of `prompts` is in the cache."""
+        if self.path is None or self.complete or not all(p in self.cache.rows for p in prompts):
+            return
+        self.complete = True
+        self.save_if_grown()
+
+    def save_if_grown(self) -> None:
         n = len(self.cache.rows)
-        if self.path is None or n - self.written < min_new:
+        if self.path is None or n <= self.written:
             return
         if self.main:  # one process writes; the others hold the same states
             save_states(self.cache, self.path, self.digest)

@@ -143,6 +143,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
     revisits = fast is not scorer and cfg.steps * cfg.batch_size * cfg.grad_accum > len(train)
     keep = LowerStateFile(fast, soft_prompt, cfg.lower_states_dir, log, name) if revisits else None
+    train_prompts = {e.prompt for e in train}
     alloc, lcfg = _allocator_state(model)
 
     def step_fn(step: int) -> dict:
@@ -153,7 +154,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
             batch = [train[j] for j in idx]
             if revisits:  # every candidate's lower states at once: one lower pass per example, ever
                 fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
-                keep.save_if_grown(len(train))
+                keep.save_when_holding(train_prompts)
             rng = step_rng(seed, step, micro)
             batch = [with_sampled_negatives(e, cfg.train_negatives, rng) for e in batch]
             scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
@@ -187,7 +188,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     trainer = Trainer(cfg, params, run_dir, name, log, extra_state, load_extra)
     trainer.fit(step_fn, evaluate, post_step, seed=seed, resume=resume, stop_after=stop_after)
     if keep is not None:
-        keep.save_if_grown(1)
+        keep.save_if_grown()
     model.eval()
     if trainer.finished:
         trainer.save_best(run_dir / "adapter", lambda folder: save_adapter(model, folder))
