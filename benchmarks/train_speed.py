@@ -29,15 +29,19 @@ STAGE2_ARMS = {  # name -> stage2 levers; "today" is the packed bf16 pass over e
     "top-layers+cache": OFF | {"train_layers": 4},
     "new": OFF | {"train_layers": 4, "train_negatives": 7},
 }
-STAGE1_ARMS = {"today": {"train_negatives": 0}, "new": {"train_negatives": 7}}
+STAGE1_ARMS = {  # a dotted name is a key outside the stage's section
+    "today": {"train_negatives": 0},
+    "negatives": {"train_negatives": 7},
+    "new": {"train_negatives": 7, "lm.title_years": False},  # titles without their " (1995)"
+}
 
 
-def _cfg(args, tmp, stage: str, changes: dict, steps: int, extra=()):
+def _cfg(args, tmp, stage: str, changes: dict, steps: int, extra=(), evals: int = 1):
     from delrec.config import load_config
 
     sets = [f"data.data_dir={args.data_dir}", f"out={tmp}", f"{stage}.steps={steps}", f"{stage}.warmup=1",
-            f"{stage}.eval_every={steps}", f"{stage}.patience=1000", *extra]
-    return load_config(args.config, sets + [f"{stage}.{k}={v}" for k, v in changes.items()])
+            f"{stage}.eval_every={max(1, steps // evals)}", f"{stage}.patience=1000", *extra]
+    return load_config(args.config, sets + [f"{k if '.' in k else stage + '.' + k}={v}" for k, v in changes.items()])
 
 
 def _step_times(log_path: Path, stage: str) -> list[float]:
@@ -90,7 +94,7 @@ def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0, workdir: s
     # The run folder `workdir` is shared by the stage-1 arms, so the teacher trains once (cached by its config).
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _cfg(args, workdir, "stage1", changes, steps, [f"stage1.max_eval_examples={max(1, valid_users)}",
-                                                             "teacher.models=[sasrec]"])
+                                                             "teacher.models=[sasrec]"], evals=4 if valid_users else 1)
         ctx = prepare(cfg)
         teacher = train_teachers(ctx, MetricsFile(Path(tmp) / "m.json", write=False))["sasrec"]
         builder = prompt_builder(cfg, ctx.dataset)
@@ -112,6 +116,9 @@ def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0, workdir: s
                "examples_per_s": steps * b / sum(dt)}
         if valid_users:
             out["valid_accuracy"] = res["best_valid"]
+            rows = [json.loads(x) for x in (Path(tmp) / "s1" / "log.jsonl").read_text().splitlines()]
+            out["valid_curve"] = [{k: v for k, v in r.items() if k == "step" or k.startswith("valid_acc")}
+                                  for r in rows if r.get("event") == "eval_tasks"]
         return out
 
 
@@ -126,21 +133,34 @@ def main(argv=None) -> int:
     ap.add_argument("--stage1-quality-steps", type=int, default=0)
     ap.add_argument("--valid-users", type=int, default=200)
     ap.add_argument("--stage1-valid-users", type=int, default=64)
-    ap.add_argument("--arms", default=",".join(STAGE2_ARMS))
+    ap.add_argument("--arms", default=",".join(STAGE2_ARMS), help="stage-2 speed arms; empty: none")
+    ap.add_argument("--stage1-arms", default=",".join(STAGE1_ARMS))
+    ap.add_argument("--stage1-quality-arms", default="today,new")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="", help="how the machine was loaded, what was left out")
+    ap.add_argument("--update", action="store_true",
+                    help="keep what --out holds for the stage this invocation does not measure (its command too)")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     doc = {"command": "python benchmarks/train_speed.py " + " ".join(argv or sys.argv[1:]), "threads": args.threads,
-           "stage2": {}, "stage1": {}}
+           "stage2": {}, "stage1": {}, "note": args.note}
+    if args.update and args.out.exists():
+        old = json.loads(args.out.read_text())
+        kept = "stage1" if args.arms else "stage2"  # the stage this invocation leaves alone
+        doc[kept] = old.get(kept, {})
+        doc |= {k: old[k] for k in (f"{kept}_ratio", f"{kept}_ratio_single_epoch") if k in old}
+        doc["quality"] = {kept: old.get("quality", {}).get(kept, {})}
+        doc[f"{kept}_command"] = old.get(f"{kept}_command", old["command"])
+        doc[f"{kept}_note"] = old.get(f"{kept}_note", old.get("note", ""))
 
     def save():
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
 
-    for name in args.arms.split(","):
+    for name in filter(None, args.arms.split(",")):
         doc["stage2"][name] = stage2_arm(args, STAGE2_ARMS[name], args.n, args.epochs)
         print("stage2", name, round(doc["stage2"][name]["examples_per_s"], 3), flush=True)
         save()
@@ -148,22 +168,24 @@ def main(argv=None) -> int:
         doc["stage2_ratio"] = doc["stage2"]["new"]["examples_per_s"] / doc["stage2"]["today"]["examples_per_s"]
     teacher_dir = tempfile.mkdtemp(prefix="train_speed_")
     if args.stage1_steps:
-        for name, changes in STAGE1_ARMS.items():
-            doc["stage1"][name] = stage1_arm(args, changes, args.stage1_steps, workdir=teacher_dir)
+        for name in filter(None, args.stage1_arms.split(",")):
+            doc["stage1"][name] = stage1_arm(args, STAGE1_ARMS[name], args.stage1_steps, workdir=teacher_dir)
             print("stage1", name, round(doc["stage1"][name]["examples_per_s"], 3), flush=True)
             save()
-        doc["stage1_ratio"] = doc["stage1"]["new"]["examples_per_s"] / doc["stage1"]["today"]["examples_per_s"]
+        if {"new", "today"} <= set(doc["stage1"]):
+            doc["stage1_ratio"] = doc["stage1"]["new"]["examples_per_s"] / doc["stage1"]["today"]["examples_per_s"]
+    doc.setdefault("quality", {})
     if args.quality_examples:
-        doc["quality"] = {"stage2": {}, "stage1": {}}
+        doc["quality"]["stage2"] = {}
         for name in ("today", "new"):
             doc["quality"]["stage2"][name] = stage2_arm(args, STAGE2_ARMS[name], args.quality_examples, 1,
                                                         args.valid_users)
             save()
     if args.stage1_quality_steps:
-        doc.setdefault("quality", {"stage2": {}, "stage1": {}})
-        for name, changes in STAGE1_ARMS.items():
-            doc["quality"]["stage1"][name] = stage1_arm(args, changes, args.stage1_quality_steps, args.stage1_valid_users,
-                                                        workdir=teacher_dir)
+        doc["quality"]["stage1"] = {}
+        for name in filter(None, args.stage1_quality_arms.split(",")):
+            doc["quality"]["stage1"][name] = stage1_arm(args, STAGE1_ARMS[name], args.stage1_quality_steps,
+                                                        args.stage1_valid_users, workdir=teacher_dir)
             save()
     save()
     print(json.dumps({k: doc.get(k) for k in ("stage1_ratio", "stage2_ratio")}))

@@ -12,7 +12,7 @@ from delrec import DelrecError
 from delrec.config import DataConfig
 from delrec.data import prepare as prep
 from delrec.data.candidates import make_candidates, read_candidates, write_candidates
-from delrec.data.catalog import clean_title
+from delrec.data.catalog import clean_title, without_year
 from delrec.data.sequences import build_dataset
 from delrec.data.split import make_split
 from delrec.data.synthetic import make_world
@@ -42,6 +42,31 @@ def test_build_dataset_sorts_stably_filters_and_remaps():
     ("Bath &amp;amp;  Body", "Bath & Body"), ("Hello,  World", "Hello, World"), ("Man, A", "A Man")])
 def test_clean_title(raw, clean):
     assert clean_title(raw) == clean
+
+
+@pytest.mark.parametrize("title,short", [
+    ("Toy Story (1995)", "Toy Story"), ("Nosferatu (Nosferatu, eine Symphonie des Grauens) (1922)",
+     "Nosferatu (Nosferatu, eine Symphonie des Grauens)"), ("Blade Runner 2049", "Blade Runner 2049"),
+    ("Lipstick (Matte)", "Lipstick (Matte)"), ("2001: A Space Odyssey (1968)", "2001: A Space Odyssey")])
+def test_without_year_drops_only_a_trailing_release_year(title, short):
+    assert without_year(title) == short
+
+
+def test_prompts_without_years():
+    import random
+
+    from delrec.data.catalog import Catalog
+    from delrec.prompts.examples import PromptBuilder
+
+    catalog = Catalog()
+    for i in range(30):
+        catalog.add(f"m{i}", f"Movie {i} ({1970 + i})")
+    history = tuple(range(6))
+    keep, drop = (PromptBuilder(catalog, "movie", n_candidates=8, title_years=y) for y in (True, False))
+    a, b = keep.ta(history, 7, random.Random(0)), drop.ta(history, 7, random.Random(0))
+    assert a.items == b.items and a.label == b.label  # the same example in shorter text
+    assert b.candidates == tuple(f"Movie {i}" for i in b.items)
+    assert "(197" in a.prompt and "(19" not in b.prompt
 
 
 def test_fingerprint_tracks_order(ds):

@@ -194,6 +194,17 @@ def test_teacher_cache_key_ignores_the_other_reported_teachers(tmp_path):
     assert run.teacher_key(one, "sasrec") != run.teacher_key(wider, "sasrec")
 
 
+def test_a_new_key_at_its_default_keeps_earlier_stage_folders(tmp_path):
+    from delrec.config import load_config
+    from delrec.runs import RunDir, digest
+
+    run, cfg = RunDir(tmp_path), load_config(None, [])
+    older = {k: v for k, v in vars(cfg.lm).items() if k != "title_years"}  # an LM config before the key
+    assert digest(cfg.lm.settings()) == digest(older)
+    short = load_config(None, ["lm.title_years=false"])
+    assert run.stage1_key(short, "delrec") != run.stage1_key(cfg, "delrec")
+
+
 def test_a_copied_run_evaluates_and_recommends_from_another_directory(demo_run, tmp_path, monkeypatch, capsys):
     moved = tmp_path / "elsewhere" / "demo"
     shutil.copytree(demo_run, moved)

@@ -129,9 +129,15 @@ class LMConfig:
     chunk_rows: int = 16                # title-likelihood: (prompt, title) rows per continuation pass; 0 = all
     candidate_pass: str = "auto"        # title-likelihood: auto (packed for decoder-only, cached for T5) | packed | cached
     cache_dir: str = ""                 # where converted offline models live; empty = ~/.cache/delrec
+    title_years: bool = True            # False: titles lose a trailing " (1995)" in prompts and scored candidates
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def settings(self) -> dict:
+        """What goes into a stage's folder key (runs.py): keys added after run folders existed count only when
+        set away from their default, so the folders of earlier runs keep their names and --resume finds them."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if LATER_DEFAULTS.get(k, _UNSET) != v}
 
     def validate(self) -> None:
         _choice("lm.dtype", self.dtype, DTYPES)
@@ -147,6 +153,9 @@ class LMConfig:
                               "tiny-random-t5")
         _choice("lm.candidate_pass", self.candidate_pass, CANDIDATE_PASSES)
 
+
+_UNSET = object()
+LATER_DEFAULTS = {"title_years": True}
 
 # Where a stage keeps things, not what it computes: changing them keeps its folder and allows --resume.
 LOCATION_KEYS = frozenset({"lower_states_dir"})

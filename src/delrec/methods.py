@@ -32,7 +32,8 @@ def prompt_builder(cfg: RunConfig, dataset: Dataset) -> PromptBuilder:
     """The prompts of a run: its dataset's titles and domain, the distilled teacher, the configured history
     length, candidate count and scorer (index-letter lists candidates as letters)."""
     return PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
-                         cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates)
+                         cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates,
+                         cfg.lm.title_years)
 
 
 def new_lm(cfg: RunConfig):

@@ -50,13 +50,13 @@ class RunDir:
         return digest(self.data_key(cfg), settings, model, cfg.seed)
 
     def stage1_key(self, cfg: RunConfig, variant: str) -> str:
-        return digest(self.teacher_key(cfg, cfg.teacher.models[0]), cfg.lm, cfg.stage1.settings(), variant)
+        return digest(self.teacher_key(cfg, cfg.teacher.models[0]), cfg.lm.settings(), cfg.stage1.settings(), variant)
 
     def stage1_dir(self, cfg: RunConfig, variant: str) -> Path:
         return self.path("stage1", f"{variant}-{self.stage1_key(cfg, variant)}")
 
     def stage2_dir(self, cfg: RunConfig, method: str, stage1_key: str | None) -> Path:
-        key = digest(self.data_key(cfg), stage1_key, cfg.lm, cfg.stage2.settings(), cfg.eval.teacher_hint, method,
+        key = digest(self.data_key(cfg), stage1_key, cfg.lm.settings(), cfg.stage2.settings(), cfg.eval.teacher_hint, method,
                      cfg.seed)
         return self.path("stage2", f"{method}-{key}")
 

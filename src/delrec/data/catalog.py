@@ -29,6 +29,14 @@ def clean_title(raw: str) -> str:
     return text
 
 
+_RELEASE_YEAR = re.compile(r"\s+\((?:1[89]|20)\d\d\)$")
+
+
+def without_year(title: str) -> str:
+    """`Toy Story (1995)` -> `Toy Story`: only a trailing four-digit year in parentheses goes."""
+    return _RELEASE_YEAR.sub("", title)
+
+
 @dataclass
 class Catalog:
     """The item universe. Dense ids are 0..len-1 in the order items were added."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from delrec.choices import TEACHER_NAMES
 from delrec.data.candidates import CandidateSet, sample_negatives
-from delrec.data.catalog import Catalog
+from delrec.data.catalog import Catalog, without_year
 from delrec.prompts import templates
 
 
@@ -33,13 +33,18 @@ class PromptBuilder:
     n_candidates: int = 20
     letters: bool = False          # index-letter scorer: candidates listed as A..T
     list_candidates: bool = True   # False: prompts omit the list (title scorers only; letters need it)
+    title_years: bool = True       # False: every title the LM reads or scores loses a trailing " (1995)"
 
     @property
     def teacher_name(self) -> str:
         return TEACHER_NAMES.get(self.teacher, self.teacher)
 
+    def title(self, item: int) -> str:
+        t = self.catalog.titles[item]
+        return t if self.title_years else without_year(t)
+
     def titles(self, items) -> list[str]:
-        return [self.catalog.titles[i] for i in items]
+        return [self.title(i) for i in items]
 
     def listed(self, cands) -> list[str]:
         return self.titles(cands) if self.list_candidates or self.letters else []
@@ -59,7 +64,7 @@ class PromptBuilder:
         query = history[3:-1][-(self.max_history - 1):] if self.max_history > 1 else history[-2:-1]
         cands = self._candidates(rng, [label], history, len(self.catalog))
         prompt = templates.render_ta(self.domain, self.teacher_name, self.titles(demo), self.titles(query),
-                                     self.catalog.titles[teacher_top1], self.listed(cands), self.letters)
+                                     self.title(teacher_top1), self.listed(cands), self.letters)
         return PromptExample("ta", prompt, tuple(self.titles(cands)), tuple(cands), cands.index(label))
 
     def rps(self, history: tuple[int, ...], teacher_topk: list[int], rng: random.Random) -> PromptExample | None:
