@@ -1,7 +1,7 @@
 """Where the tokens of a training example go: instruction, soft prompt, history, teacher slots, candidates.
 
     python benchmarks/prompt_tokens.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
-        --out benchmarks/results/ml-100k/prompt_tokens.json
+        --out benchmarks/results/ml-100k/prompt_tokens.json [--set lm.title_years=false]
 
 Counts with the configured LM's tokenizer over the first `--n` training examples of each task (LSR with and
 without the soft prompt, TA, RPS; the teacher's slots filled from the validation history as stand-ins,
@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--set", action="append", default=[], help="section.key=value, as for delrec run")
     args = ap.parse_args(argv)
     from delrec.config import load_config
     from delrec.lm.backbone import load_backbone
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     from delrec.prompts.templates import SOFT
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(args.config, [f"data.data_dir={args.data_dir}", f"out={tmp}"])
+        cfg = load_config(args.config, [f"data.data_dir={args.data_dir}", f"out={tmp}", *args.set])
         ctx = prepare(cfg)
     tok = load_backbone(cfg.lm).tokenizer  # a cached load of the weights: under a second
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
