@@ -35,6 +35,9 @@ def test_states_read_back_score_exactly_without_a_lower_pass(tmp_path):
     assert keep.written == len(PROMPTS)
     assert torch.equal(again.score(PROMPTS, CANDS, None), before)
     assert again.lower_rows == 0  # every (prompt, title) came from the file
+    other = LowerStateFile(UpperLayerScorer(scorer, first_adapted_block(bb, 1)), None, str(tmp_path),
+                           stage="stage2/delrec+hint")
+    assert other.written == 0 and other.path != keep.path  # another method's prompts: its own file
 
 
 def test_the_file_is_named_by_what_the_states_depend_on(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -40,8 +41,10 @@ def states_digest(scorer, first_upper: int, soft_prompt, dtype: torch.dtype) -> 
     return h.hexdigest()[:16]
 
 
-def store_path(folder: str | Path, digest: str) -> Path:
-    return Path(folder).expanduser() / f"lower-{digest}.safetensors"
+def store_path(folder: str | Path, digest: str, tag: str = "stage2") -> Path:
+    """One file per stage-2 method (`tag`) and digest: delrec and delrec+hint share a soft prompt, hence a
+    digest, but not their prompts, so one file for both would make each load the other's states."""
+    return Path(folder).expanduser() / f"lower-{re.sub(r'[^A-Za-z0-9_.+-]', '_', tag)}-{digest}.safetensors"
 
 
 def save_states(cache, path: Path, digest: str) -> None:
@@ -90,7 +93,8 @@ class LowerStateFile:
         from delrec import dist
 
         digest = states_digest(fast.scorer, fast.first_upper, soft_prompt, fast.cache.dtype)
-        self.path, self.digest, self.main = store_path(folder, digest), digest, dist.is_main()
+        tag = stage.rsplit("/", 1)[-1]
+        self.path, self.digest, self.main = store_path(folder, digest, tag), digest, dist.is_main()
         if self.path.exists():
             self.written = load_states(self.cache, self.path, digest)
             if log is not None:
