@@ -105,3 +105,18 @@ def test_sampled_negatives_keep_the_target_and_order():
     assert with_sampled_negatives(ex, 9, random.Random(0)) is ex
     draws = {with_sampled_negatives(ex, 3, random.Random(s)).candidates for s in range(20)}
     assert len(draws) > 5
+
+
+def test_two_processes_train_on_exactly_the_rows_of_one(monkeypatch):
+    from delrec import dist
+    from delrec.stages.batches import batch_indices, sampled_batch
+
+    examples = [PromptExample("lsr", f"p{i}", tuple("abcdefghij"), tuple(range(10)), i % 10) for i in range(24)]
+
+    def rows(rank, world, step):
+        monkeypatch.setattr(dist, "world", lambda: (rank, world))
+        idx = batch_indices(len(examples), 8, step, 0, 1, seed=3)
+        return [(e.prompt, e.candidates) for e in sampled_batch(examples, idx, 3, 3, step, 0)]
+
+    for step in range(5):  # across epoch boundaries too (24 examples, batches of 8)
+        assert rows(0, 2, step) + rows(1, 2, step) == rows(0, 1, step)

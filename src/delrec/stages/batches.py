@@ -33,9 +33,15 @@ def batch_indices(n: int, batch_size: int, step: int, micro: int, accum: int, se
     return out
 
 
-def step_rng(seed: int, step: int, micro: int) -> random.Random:
-    """A draw source that depends only on (seed, step, micro-batch): resumed runs draw the same."""
-    return random.Random((seed * 1_000_003 + step) * 1_009 + micro)
+def example_rng(seed: int, step: int, micro: int, index: int) -> random.Random:
+    """The draw source of training example `index` in micro-batch `micro` of step `step`: the same draw
+    whichever process takes the example (so N processes train on exactly the rows of one) and after --resume."""
+    return random.Random(((seed * 1_000_003 + step) * 1_009 + micro) * 1_000_033 + index)
+
+
+def sampled_batch(examples, idx, m: int, seed: int, step: int, micro: int) -> list:
+    """Rows `idx` of `examples`, each on its target and `m` of its other candidates (all when m is 0)."""
+    return [with_sampled_negatives(examples[j], m, example_rng(seed, step, micro, j)) for j in idx]
 
 
 def with_sampled_negatives(example, m: int, rng: random.Random):

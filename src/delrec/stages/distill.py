@@ -17,7 +17,7 @@ from delrec import DelrecError, dist
 from delrec.config import Stage1Config
 from delrec.evaluate import Scorer, accuracy, score_examples
 from delrec.lm.soft_prompt import SoftPrompt
-from delrec.stages.batches import batch_indices, step_rng, with_sampled_negatives
+from delrec.stages.batches import batch_indices, sampled_batch
 from delrec.stages.loop import JsonlLog, Trainer
 
 
@@ -64,8 +64,7 @@ def distill(scorer: Scorer, soft_prompt: SoftPrompt, data: Stage1Data, cfg: Stag
         for micro in range(cfg.grad_accum):
             for i, t in enumerate(tasks):
                 idx = batch_indices(len(train[t]), cfg.batch_size, step, micro, cfg.grad_accum, seed + i)
-                rng = step_rng(seed + i, step, micro)
-                batch = [with_sampled_negatives(train[t][j], cfg.train_negatives, rng) for j in idx]
+                batch = sampled_batch(train[t], idx, cfg.train_negatives, seed + i, step, micro)
                 loss = _loss(scorer, batch, soft_prompt)
                 (g,) = torch.autograd.grad(loss / cfg.grad_accum, w)
                 grads[t] += g

@@ -24,7 +24,7 @@ from delrec.lm.blocks import decoder_blocks
 from delrec.lm.layer_cache import UpperLayerScorer
 from delrec.lm.lower_store import LowerStateFile
 from delrec.lm.soft_prompt import SoftPrompt
-from delrec.stages.batches import batch_indices, step_rng, with_sampled_negatives
+from delrec.stages.batches import batch_indices, sampled_batch
 from delrec.stages.loop import JsonlLog, Trainer
 
 FULL_STATE = "adapter_full.safetensors"
@@ -155,8 +155,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
             if revisits:  # every candidate's lower states at once: one lower pass per example, ever
                 fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
                 keep.save_when_holding(train_prompts)
-            rng = step_rng(seed, step, micro)
-            batch = [with_sampled_negatives(e, cfg.train_negatives, rng) for e in batch]
+            batch = sampled_batch(train, idx, cfg.train_negatives, seed, step, micro)
             scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
             labels = torch.tensor([e.label for e in batch], device=scores.device)
             loss = F.cross_entropy(scores.float(), labels)
