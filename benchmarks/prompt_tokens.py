@@ -15,13 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
 import tempfile
 from pathlib import Path
-
-YEAR = re.compile(r"\s\(\d{4}\)$")
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -32,6 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], help="section.key=value, as for delrec run")
     args = ap.parse_args(argv)
     from delrec.config import load_config
+    from delrec.data.catalog import without_year
     from delrec.lm.backbone import load_backbone
     from delrec.pipeline import prepare, prompt_builder
     from delrec.prompts.templates import SOFT
@@ -54,7 +51,7 @@ def main(argv=None) -> int:
         for e in examples:
             prompt_tokens += count(e.prompt.replace(SOFT, ""))
             title_tokens += sum(count(" " + t) for t in e.candidates)
-            year_tokens += sum(count(" " + t) - count(" " + YEAR.sub("", t)) for t in e.candidates)
+            year_tokens += sum(count(" " + t) - count(" " + without_year(t)) for t in e.candidates)
             hist = e.prompt.split("in order: ", 1)[1].split(".\n", 1)[0] if "in order: " in e.prompt else ""
             hist_tokens += count(hist)
         n = max(len(examples), 1)

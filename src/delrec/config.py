@@ -246,9 +246,9 @@ class Stage2Config(StageConfig):
     train_layers: int = 0               # adapt only the top N blocks (0 = all; decoder-only LMs)
     cache_lower: bool = True            # with train_layers: compute the frozen lower blocks once per example
     # With cache_lower over several epochs: keep those states in this folder too (relative: inside the run
-    # folder; one file per backbone and soft prompt, GBs), reused by --resume and by other runs of the same
-    # backbone and soft prompt; "" = in memory only. Where they are kept does not change a result: not part
-    # of the stage's key (LOCATION_KEYS).
+    # folder; one file per method, backbone and soft prompt, GBs), reused by --resume and by other runs of the
+    # same method, backbone and soft prompt; "" = in memory only. Where they are kept does not change a
+    # result: not part of the stage's key (LOCATION_KEYS).
     lower_states_dir: str = ""
 
     def validate(self) -> None:

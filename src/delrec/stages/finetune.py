@@ -143,7 +143,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
     revisits = fast is not scorer and cfg.steps * cfg.batch_size * cfg.grad_accum > len(train)
     keep = LowerStateFile(fast, soft_prompt, cfg.lower_states_dir, log, name) if revisits else None
-    train_prompts = {e.prompt for e in train}
+    train_prompts = {e.prompt for e in train} if revisits else set()
     alloc, lcfg = _allocator_state(model)
 
     def step_fn(step: int) -> dict:
