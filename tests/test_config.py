@@ -121,6 +121,11 @@ def test_save_and_reload_round_trip(tmp_path):
     (lambda: RunConfig(lm=LMConfig(n_soft=0)), "lm.n_soft"),
     (lambda: RunConfig(lm=LMConfig(n_soft=0), eval=EvalConfig(methods=["lsr-only"], teacher_hint=True)),
      "lm.n_soft"),
+    # index-letter lists every candidate under its letter: sampled negatives would relabel them
+    (lambda: RunConfig(lm=LMConfig(scorer="index-letter", list_candidates=True),
+                       stage2=Stage2Config(train_negatives=7)), "stage2.train_negatives"),
+    (lambda: RunConfig(lm=LMConfig(scorer="index-letter", list_candidates=True),
+                       stage1=Stage1Config(train_negatives=3)), "stage1.train_negatives"),
 ])
 def test_each_section_validates_on_creation(build, key):
     with pytest.raises(DelrecError, match=re.escape(key)) as err:

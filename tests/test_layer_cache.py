@@ -62,6 +62,39 @@ def test_upper_pass_from_cached_states_equals_the_full_pass(kind):
         assert torch.allclose(g_cached[n], g, atol=1e-5, rtol=1e-3), n
 
 
+LETTER_PROMPTS = [T.render_lsr("movie", "SASRec", HIST[:2], CANDS[0], True, soft=True),
+                  T.render_lsr("movie", "SASRec", HIST, CANDS[1], True, soft=True)]
+
+
+@pytest.mark.parametrize("kind,head", [("llama", "index-letter"), ("gpt2", "index-letter"),
+                                       ("llama", "first-token")])
+def test_one_position_heads_from_cached_prompt_states_equal_the_full_pass(kind, head):
+    from delrec.lm.soft_prompt import SoftPrompt
+
+    bb, model = _adapted(kind)
+    soft = SoftPrompt.create(3, bb, "vocab", 0).requires_grad_(False)  # frozen, as in delrec stage 2
+    scorer = CandidateScorer(bb, kind=head)
+    fast = UpperLayerScorer(scorer, first_adapted_block(bb, 1), soft, dtype=torch.float32)
+    labels = torch.tensor([2, 0])
+    out = {}
+    for name, s in (("full", scorer), ("cached", fast)):
+        model.zero_grad()
+        scores = s.score(LETTER_PROMPTS, CANDS, soft)
+        torch.nn.functional.cross_entropy(scores, labels).backward()
+        out[name] = (scores.detach(), {n: p.grad.clone() for n, p in trainable_params(model).items()
+                                       if p.grad is not None})
+    (s_full, g_full), (s_cached, g_cached) = out["full"], out["cached"]
+    assert s_full.shape == (2, 5) and s_full.std() > 0.01
+    assert torch.allclose(s_cached, s_full, atol=1e-4), (s_cached - s_full).abs().max()
+    assert g_cached.keys() == g_full.keys() and any(g.abs().sum() > 0 for g in g_full.values())
+    for n, g in g_full.items():
+        assert torch.allclose(g_cached[n], g, atol=1e-5, rtol=1e-3), n
+    assert fast.lower_rows == 2  # one lower pass per prompt, whatever the candidates
+    with torch.no_grad():
+        fast.score(LETTER_PROMPTS[::-1], CANDS[::-1], soft)
+    assert fast.lower_rows == 2
+
+
 def test_cached_states_serve_any_subset_of_candidates_and_are_computed_once():
     bb, _ = _adapted("llama")
     scorer = CandidateScorer(bb)

@@ -309,6 +309,11 @@ class RunConfig:
         """Every section again (they may have been edited since they were built), then what spans sections."""
         for section in (self.data, self.teacher, self.lm, self.stage1, self.stage2, self.eval):
             section.validate()
+        for name, stage in (("stage1", self.stage1), ("stage2", self.stage2)):
+            if self.lm.scorer == "index-letter" and stage.train_negatives:
+                # The prompt lists every candidate under its letter; dropping some would relabel the rest.
+                raise DelrecError(f"{name}.train_negatives: must be 0 with lm.scorer=index-letter, which reads "
+                                  f"all listed candidates in one pass; got {stage.train_negatives}")
         if self.eval.uses_soft_prompt and self.lm.n_soft < 1:
             raise DelrecError(f"lm.n_soft: must be >= 1 when a soft-prompt method is evaluated (eval.methods "
                               f"{self.eval.methods}, ablations {self.eval.ablations}, teacher_hint "

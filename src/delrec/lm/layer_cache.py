@@ -5,7 +5,9 @@ so the hidden states that enter block `L - N` are a fixed function of an example
 candidate titles, lm/packed.py): they are computed once, without autograd, stored in bf16, and every later
 pass over that example (training epochs and validation) runs only the top N blocks. A title block of a
 packed row sees the prompt and its own earlier tokens only, so the stored per-title states also serve any
-subset of the candidates (sampled negatives, `stage2.train_negatives`).
+subset of the candidates (sampled negatives, `stage2.train_negatives`). The one-position heads
+(`lm.scorer=index-letter` or `first-token`) read only the prompt's last position, so for them a cached row
+is the prompt alone and the upper pass is one ordinary left-padded forward of the top N blocks.
 
 The split works through the model's own forward: a pre-hook on the first adapted block stops the lower pass
 (and returns its input), and for the upper pass the block list is cut to the top N with a pre-hook that
@@ -48,7 +50,7 @@ class LowerStateCache:
 
 
 class UpperLayerScorer:
-    """title-likelihood through the top blocks only, from lower-layer states cached per (prompt, title).
+    """The scorer's scores through the top blocks only, from lower-layer states cached per (prompt, title).
 
     A drop-in for `CandidateScorer.score` (same arguments, same scores up to bf16 rounding of the stored
     states) for one fixed, frozen soft prompt. A prompt's states are keyed by its text; a (prompt, title)
@@ -56,8 +58,8 @@ class UpperLayerScorer:
     """
 
     def __init__(self, scorer, first_upper: int, soft_prompt=None, dtype: torch.dtype = torch.bfloat16):
-        if scorer.enc_dec or scorer.kind != "title-likelihood":
-            raise DelrecError("stage2.cache_lower needs a decoder-only LM and lm.scorer=title-likelihood")
+        if scorer.enc_dec:
+            raise DelrecError("stage2.cache_lower needs a decoder-only LM; set stage2.cache_lower=false")
         total = n_blocks(scorer.backbone.model)
         if not 0 < first_upper < total:
             raise DelrecError(f"stage2.train_layers: must leave at least one frozen block below the adapted "
@@ -65,7 +67,7 @@ class UpperLayerScorer:
         self.scorer, self.first_upper, self.soft = scorer, first_upper, soft_prompt
         self.backbone = scorer.backbone
         self.cache = LowerStateCache(dtype)
-        self.lower_rows = 0  # (prompt, title) pairs computed by the lower blocks, for the throughput report
+        self.lower_rows = 0  # lower-pass rows, for the throughput report: (prompt, title) pairs, or prompts
 
     def _check_soft(self, soft_prompt) -> None:
         if soft_prompt is not self.soft or (soft_prompt is not None and soft_prompt.weight.requires_grad):
@@ -77,6 +79,9 @@ class UpperLayerScorer:
         from delrec.lm.packed import embedded_pieces, pack, packed_mask
 
         self._check_soft(soft_prompt)
+        if self.one_position:
+            self._prefetch_prompts([p for p in dict.fromkeys(prompts) if p not in self.cache.rows], soft_prompt)
+            return
         todo: dict[str, list[str]] = {}
         for p, cands in zip(prompts, candidates):
             have = self.cache.titles(p)
@@ -103,10 +108,52 @@ class UpperLayerScorer:
             self.lower_rows += len(new)
             self.cache.add(key, states[b, P - lp:P], new)
 
+    @property
+    def one_position(self) -> bool:
+        return self.scorer.kind != "title-likelihood"
+
+    def _prefetch_prompts(self, keys: list[str], soft_prompt) -> None:
+        if not keys:
+            return
+        sc = self.scorer
+        sc._n_soft = soft_prompt.n_soft if soft_prompt is not None else 0
+        prepared = [sc.prepare(p, soft_prompt is not None) for p in keys]
+        with sc._autocast():
+            embeds, mask, pos, lengths = sc._embed(prepared, soft_prompt, left_pad=True)
+            states = lower_states(self.backbone.model, self.first_upper, inputs_embeds=embeds,
+                                  attention_mask=mask, position_ids=pos, use_cache=False)
+        L = states.shape[1]
+        for b, key in enumerate(keys):
+            self.cache.add(key, states[b, L - int(lengths[b]):], {})
+        self.lower_rows += len(keys)
+
+    def _score_one_position(self, prompts, candidates) -> torch.Tensor:
+        """index-letter / first-token from the answer position, the prompts' stored states left-padded."""
+        from delrec.lm.backbone import forward_params
+        from delrec.lm.blocks import upper_only
+
+        states = [self.cache.rows[p][0] for p in prompts]
+        B, L, D = len(states), max(s.shape[0] for s in states), states[0].shape[-1]
+        device = self.backbone.device
+        embeds = torch.zeros(B, L, D, device=device)  # fp32 residual stream, as in the full pass
+        mask = torch.zeros(B, L, dtype=torch.long, device=device)
+        for b, s in enumerate(states):
+            embeds[b, L - s.shape[0]:] = s.float()
+            mask[b, L - s.shape[0]:] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        model = self.backbone.model
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
+        with self.scorer._autocast(), upper_only(model, self.first_upper, embeds):
+            last = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False,
+                         **keep).logits[:, -1]
+        return self.scorer._first_position_scores(last, candidates, B, len(candidates[0]))
+
     def score(self, prompts: list[str], candidates: list[list[str]], soft_prompt=None) -> torch.Tensor:
         from delrec.lm.packed import scores_from_pieces
 
         self.prefetch(prompts, candidates, soft_prompt)
+        if self.one_position:
+            return self._score_one_position(prompts, candidates)
         prompt_states, pieces = [], []
         for p, cands in zip(prompts, candidates):
             ps, ts = self.cache.get(p, list(cands))
