@@ -6,7 +6,8 @@
 Speed: every arm trains on the same n training examples with the real stage code (`finetune`, `distill`) for
 `--epochs` epochs; per-step wall times come from the run log. Stage-2 arms with `cache_lower` pay a lower
 pass per example in their first epoch only, so their rate is reported for the first epoch, for later epochs,
-and averaged over all `--epochs`; `stage2_ratio` uses that average (new arm over today's arm).
+and averaged over all `--epochs`; `stage2_ratio` uses that average (new arm over today's arm);
+`stage1_ratio` is the same for stage 1, where "new" is the stage-1 setting of configs/ml-100k.yaml.
 Quality (`--quality-examples > 0`): today's arm and the new arm train on the same examples for one epoch and
 are scored on the same validation users (all 20 candidates, full model): NDCG@5 for stage 2 (lsr-only),
 mean TA/RPS accuracy for stage 1.
@@ -141,21 +142,24 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--note", default="", help="how the machine was loaded, what was left out")
     ap.add_argument("--update", action="store_true",
-                    help="keep what --out holds for the stage this invocation does not measure (its command too)")
+                    help="keep what --out holds for a stage this invocation does not measure (its command too)")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     doc = {"command": "python benchmarks/train_speed.py " + " ".join(argv or sys.argv[1:]), "threads": args.threads,
            "stage2": {}, "stage1": {}, "note": args.note}
+    measured = {"stage2": bool(args.arms.strip(",")) or args.quality_examples > 0,
+                "stage1": args.stage1_steps > 0 or args.stage1_quality_steps > 0}
+    doc["quality"] = {}
     if args.update and args.out.exists():
         old = json.loads(args.out.read_text())
-        kept = "stage1" if args.arms else "stage2"  # the stage this invocation leaves alone
-        doc[kept] = old.get(kept, {})
-        doc |= {k: old[k] for k in (f"{kept}_ratio", f"{kept}_ratio_single_epoch") if k in old}
-        doc["quality"] = {kept: old.get("quality", {}).get(kept, {})}
-        doc[f"{kept}_command"] = old.get(f"{kept}_command", old["command"])
-        doc[f"{kept}_note"] = old.get(f"{kept}_note", old.get("note", ""))
+        for kept in (s for s, m in measured.items() if not m):  # the stages this invocation leaves alone
+            doc[kept] = old.get(kept, {})
+            doc |= {k: old[k] for k in (f"{kept}_ratio", f"{kept}_ratio_single_epoch") if k in old}
+            doc["quality"][kept] = old.get("quality", {}).get(kept, {})
+            doc[f"{kept}_command"] = old.get(f"{kept}_command", old["command"])
+            doc[f"{kept}_note"] = old.get(f"{kept}_note", old.get("note", ""))
 
     def save():
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +179,6 @@ def main(argv=None) -> int:
             save()
         if {"new", "today"} <= set(doc["stage1"]):
             doc["stage1_ratio"] = doc["stage1"]["new"]["examples_per_s"] / doc["stage1"]["today"]["examples_per_s"]
-    doc.setdefault("quality", {})
     if args.quality_examples:
         doc["quality"]["stage2"] = {}
         for name in ("today", "new"):
