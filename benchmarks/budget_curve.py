@@ -22,7 +22,7 @@ TEACHERS = ("sasrec", "gru4rec", "caser")
 COLORS = {"lsr-only": "C2", "delrec": "C0", "delrec+hint": "C1", "delrec-no-ta": "C4", "delrec-no-rps": "C5"}
 
 
-def collect(paths: list[Path], out: Path) -> dict:
+def collect(paths: list[Path], out: Path, leave_out: frozenset = frozenset()) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     curve: dict = {"rows": {}, "popularity": None, "best_teacher": None, "runs": []}
     for path in paths:
@@ -37,7 +37,7 @@ def collect(paths: list[Path], out: Path) -> dict:
         curve["runs"].append({"run": name, "examples_seen": seen, "wall_s": wall})
         batch = cfg["stage2"]["batch_size"] * cfg["stage2"].get("grad_accum", 1)
         for n, r in rows.items():
-            if n in LM_ROWS:
+            if n in LM_ROWS and f"{name}/{n}" not in leave_out:
                 point = {k: r[k] for k in ("examples_seen", "best_step", "hr@1", "ndcg@5", "ci95", "n") if k in r}
                 # delrec's points differ in their stage 1 too: say how long it ran
                 point["stage1_steps"] = cfg["stage1"]["steps"] if n != "lsr-only" else 0
@@ -104,8 +104,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("metrics", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--leave-out", action="append", default=[], metavar="RUN/METHOD",
+                    help="a row kept in its run's JSON but not drawn (e.g. one stopped early, off its budget)")
     args = ap.parse_args(argv)
-    curve = collect(args.metrics, args.out)
+    curve = collect(args.metrics, args.out, frozenset(args.leave_out))
     plot(curve, args.out / "curve.png")
     print(json.dumps(curve["runs"]))
     return 0
