@@ -94,8 +94,7 @@ class UpperLayerScorer:
         keys = list(todo)
         width = max(len(v) for v in todo.values())  # pack() needs the same count per row: pad with repeats
         cands = [todo[k] + [todo[k][0]] * (width - len(todo[k])) for k in keys]
-        sc._n_soft = soft_prompt.n_soft if soft_prompt is not None else 0
-        prepared = [sc.prepare(p, soft_prompt is not None) for p in keys]
+        prepared = sc.prepare_all(keys, soft_prompt)
         with sc._autocast():
             prompts_e, titles, pieces = embedded_pieces(sc, prepared, cands, soft_prompt)
             embeds, pos, layout, P = pack(prompts_e, pieces, titles)
@@ -116,10 +115,8 @@ class UpperLayerScorer:
         if not keys:
             return
         sc = self.scorer
-        sc._n_soft = soft_prompt.n_soft if soft_prompt is not None else 0
-        prepared = [sc.prepare(p, soft_prompt is not None) for p in keys]
         with sc._autocast():
-            embeds, mask, pos, lengths = sc._embed(prepared, soft_prompt, left_pad=True)
+            embeds, mask, pos, lengths = sc._embed(sc.prepare_all(keys, soft_prompt), soft_prompt, left_pad=True)
             states = lower_states(self.backbone.model, self.first_upper, inputs_embeds=embeds,
                                   attention_mask=mask, position_ids=pos, use_cache=False)
         L = states.shape[1]
@@ -131,17 +128,11 @@ class UpperLayerScorer:
         """index-letter / first-token from the answer position, the prompts' stored states left-padded."""
         from delrec.lm.backbone import forward_params
         from delrec.lm.blocks import upper_only
+        from delrec.lm.scoring import pad_rows
 
-        states = [self.cache.rows[p][0] for p in prompts]
-        B, L, D = len(states), max(s.shape[0] for s in states), states[0].shape[-1]
-        device = self.backbone.device
-        embeds = torch.zeros(B, L, D, device=device)  # fp32 residual stream, as in the full pass
-        mask = torch.zeros(B, L, dtype=torch.long, device=device)
-        for b, s in enumerate(states):
-            embeds[b, L - s.shape[0]:] = s.float()
-            mask[b, L - s.shape[0]:] = 1
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        model = self.backbone.model
+        # fp32 residual stream, as in the full pass
+        embeds, mask, pos = pad_rows([self.cache.rows[p][0].float() for p in prompts], left_pad=True)
+        B, model = len(prompts), self.backbone.model
         keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
         with self.scorer._autocast(), upper_only(model, self.first_upper, embeds):
             last = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False,

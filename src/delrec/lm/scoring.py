@@ -165,6 +165,11 @@ class CandidateScorer:
             protect = soft_at + (len(self._encode(rest)) if rest else 0)
         return self._truncate(ids, soft_at, protect)
 
+    def prepare_all(self, prompts: list[str], soft_prompt) -> list[tuple[list[int], int | None]]:
+        """`prepare` for every prompt; truncation reserves room for this soft prompt's vectors."""
+        self._n_soft = soft_prompt.n_soft if soft_prompt is not None else 0
+        return [self.prepare(p, soft_prompt is not None) for p in prompts]
+
     def _truncate(self, ids, soft_at, protect):
         n_soft = self._n_soft if soft_at is not None else 0
         excess = len(ids) + n_soft - self.max_prompt_tokens
@@ -192,16 +197,8 @@ class CandidateScorer:
         for b, (tok_ids, at) in enumerate(prepared):
             row = table[b, :len(tok_ids)]
             rows.append(row if at is None else torch.cat([row[:at], sv, row[at:]]))
-        lengths = torch.tensor([len(r) for r in rows], device=device)
-        L = int(lengths.max())
-        embeds = table.new_zeros(len(rows), L, table.shape[-1])
-        mask = torch.zeros(len(rows), L, dtype=torch.long, device=device)
-        for b, r in enumerate(rows):
-            sl = slice(L - len(r), L) if left_pad else slice(0, len(r))
-            embeds[b, sl] = r  # in-place copies into a fresh tensor stay differentiable w.r.t. r
-            mask[b, sl] = 1
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        return embeds, mask, pos, lengths
+        embeds, mask, pos = pad_rows(rows, left_pad)
+        return embeds, mask, pos, torch.tensor([len(r) for r in rows], device=device)
 
     def _pad(self, ids, device):
         """Right-padded token ids [N, T] and their mask."""
@@ -241,8 +238,7 @@ class CandidateScorer:
             raise DelrecError("scorer: every prompt needs the same, non-zero number of candidates")
         if soft_prompt is not None:
             soft_prompt.check(self.backbone)
-        self._n_soft = soft_prompt.n_soft if soft_prompt is not None else 0
-        prepared = [self.prepare(p, soft_prompt is not None) for p in prompts]
+        prepared = self.prepare_all(prompts, soft_prompt)
         with self._autocast():
             if self.enc_dec:
                 return self._score_seq2seq(prepared, candidates, soft_prompt, C)
@@ -343,11 +339,10 @@ class CandidateScorer:
         model = self.backbone.model
         if soft_prompt is not None:
             soft_prompt.check(self.backbone)
-        self._n_soft = soft_prompt.n_soft if soft_prompt is not None else 0
         rows = []
         with self._autocast():
             for prompt, cands in zip(prompts, candidates):
-                prepared = [self.prepare(prompt, soft_prompt is not None)]
+                prepared = self.prepare_all([prompt], soft_prompt)
                 embeds, mask, _, _ = self._embed(prepared, soft_prompt, left_pad=True)
                 row = []
                 for title in cands:
@@ -363,6 +358,19 @@ class CandidateScorer:
                     row.append(self._reduce(self._token_logprobs(logits, tgt), torch.ones_like(tgt))[0])
                 rows.append(torch.stack(row))
         return torch.stack(rows)
+
+
+def pad_rows(rows: list[torch.Tensor], left_pad: bool):
+    """Rows [S_b, D] into one batch: embeds [B, L, D] (the rows' dtype), attention mask and position ids [B, L]
+    counting each row's own tokens from 0, whichever side the padding is on."""
+    L = max(len(r) for r in rows)
+    embeds = rows[0].new_zeros(len(rows), L, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), L, dtype=torch.long, device=rows[0].device)
+    for b, r in enumerate(rows):
+        sl = slice(L - len(r), L) if left_pad else slice(0, len(r))
+        embeds[b, sl] = r  # in-place copies into a fresh tensor stay differentiable w.r.t. r
+        mask[b, sl] = 1
+    return embeds, mask, (mask.cumsum(1) - 1).clamp(min=0)
 
 
 def reference_title_likelihood(backbone, prompts: list[str], candidates: list[list[str]], soft_prompt=None, *,
