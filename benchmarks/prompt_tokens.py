@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True)

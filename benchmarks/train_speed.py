@@ -29,6 +29,8 @@ STAGE2_ARMS = {  # name -> stage2 levers; "today" is the packed bf16 pass over e
     "top-layers": OFF | {"train_layers": 4, "cache_lower": False},
     "top-layers+cache": OFF | {"train_layers": 4},
     "new": OFF | {"train_layers": 4, "train_negatives": 7},
+    # delrec's stage 2: the same levers, its prompts (soft prompt + pattern sentence), a frozen soft prompt
+    "new-soft": OFF | {"train_layers": 4, "train_negatives": 7, "soft": True},
 }
 STAGE1_ARMS = {  # a dotted name is a key outside the stage's section; "new" is what configs/ml-100k.yaml uses
     "today": {"train_negatives": 0},
@@ -54,21 +56,27 @@ def _step_times(log_path: Path, stage: str) -> list[float]:
 
 def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -> dict:
     from delrec.evaluate import metric_row, score_examples
+    from delrec.lm.soft_prompt import SoftPrompt
     from delrec.pipeline import new_lm, prepare, prompt_builder
     from delrec.stages.finetune import add_adalora, finetune
 
+    soft_arm = changes.get("soft", False)
+    levers = {k: v for k, v in changes.items() if k != "soft"}
     with tempfile.TemporaryDirectory() as tmp:
-        probe = _cfg(args, tmp, "stage2", changes, 1)
+        probe = _cfg(args, tmp, "stage2", levers, 1)
         steps = max(1, n * epochs // probe.stage2.batch_size)
-        cfg = _cfg(args, tmp, "stage2", changes, steps, [f"stage2.max_eval_examples={max(1, valid_users)}"])
+        cfg = _cfg(args, tmp, "stage2", levers, steps, [f"stage2.max_eval_examples={max(1, valid_users)}"])
         ctx = prepare(cfg)
         builder = prompt_builder(cfg, ctx.dataset)
-        train = [builder.lsr(c, soft=False) for c in ctx.cands["train"][:n]]
-        valid = [builder.lsr(c, soft=False) for c in ctx.cands["valid"][:max(1, valid_users)]]
+        train = [builder.lsr(c, soft=soft_arm) for c in ctx.cands["train"][:n]]
+        valid = [builder.lsr(c, soft=soft_arm) for c in ctx.cands["valid"][:max(1, valid_users)]]
         scorer = new_lm(cfg)
+        # an untrained soft prompt costs what a distilled one does
+        soft = SoftPrompt.create(cfg.lm.n_soft, scorer.backbone, init=cfg.lm.soft_init, seed=cfg.seed) \
+            if soft_arm else None
         add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
         t0 = time.time()
-        finetune(scorer, None, train, valid[:1], cfg.stage2, Path(tmp) / "s2", seed=cfg.seed,
+        finetune(scorer, soft, train, valid[:1], cfg.stage2, Path(tmp) / "s2", seed=cfg.seed,
                  eval_batch_size=cfg.eval.batch_size)
         wall = time.time() - t0
         dt = _step_times(Path(tmp) / "s2" / "log.jsonl", "stage2")
@@ -80,7 +88,7 @@ def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -
                "later_epochs_examples_per_s": (len(dt) - per_epoch) * b / max(sum(dt[per_epoch:]), 1e-9)
                if len(dt) > per_epoch else None}
         if valid_users:
-            s = score_examples(scorer, valid, None, batch_size=cfg.eval.batch_size, desc="valid")
+            s = score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size, desc="valid")
             out["valid"] = {k: v for k, v in metric_row(s, [e.label for e in valid]).items()
                             if k in ("hr@1", "hr@5", "ndcg@5", "ci95", "n")}
         return out

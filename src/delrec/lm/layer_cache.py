@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from delrec import DelrecError
+from delrec import DelrecError, dist
 from delrec.lm.blocks import lower_states, n_blocks
+
+SHARE_CHUNK = 1 << 28  # bytes per broadcast: gloo copes badly with single multi-GB messages
 
 
 class LowerStateCache:
@@ -47,6 +49,51 @@ class LowerStateCache:
     def get(self, key, titles: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         prompt, by_title = self.rows[key]
         return prompt, [by_title[t] for t in titles]
+
+
+def share_across_processes(cache: LowerStateCache, keys: set) -> int:
+    """Under torchrun, give every process the entries of `keys` that any process holds; returns how many
+    prompts this process received. A training example goes to the process its place in the global batch
+    names, which changes from epoch to epoch: without this, after the first epoch each process would run
+    the lower pass again for the half of the examples the other one saw. A collective: every process calls it
+    at the same step. The tensors travel as raw bytes (broadcast); only the index (texts, shapes) is pickled,
+    between the run's own processes."""
+    import math
+
+    import torch.distributed as tdist
+
+    rank, world = dist.world()
+    if world == 1:
+        return 0
+    missing = torch.tensor([sum(k not in cache.rows for k in keys)], dtype=torch.long)
+    tdist.all_reduce(missing)
+    if not int(missing):
+        return 0
+    received = 0
+    for src in range(world):
+        meta: list = [None]
+        if src == rank:
+            own = [(k, *cache.rows[k]) for k in sorted(keys) if k in cache.rows]
+            tensors = [t for _, prompt, titles in own for t in (prompt, *titles.values())]
+            flat = torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.empty(0, dtype=cache.dtype)
+            meta = [([[k, list(titles)] for k, _, titles in own], [list(t.shape) for t in tensors])]
+            buf = flat.view(torch.uint8)
+        tdist.broadcast_object_list(meta, src=src)
+        index, shapes = meta[0]
+        if src != rank:
+            numel = sum(math.prod(sh) for sh in shapes)
+            buf = torch.empty(numel * cache.dtype.itemsize, dtype=torch.uint8)
+        for lo in range(0, buf.numel(), SHARE_CHUNK):
+            tdist.broadcast(buf[lo:lo + SHARE_CHUNK], src=src)
+        if src == rank:
+            continue
+        parts = iter(t.view(sh) for t, sh in zip(buf.view(cache.dtype).split([math.prod(x) for x in shapes]),
+                                                  shapes))
+        for key, names in index:
+            received += key not in cache.rows
+            prompt = next(parts)
+            cache.add(key, prompt, {t: next(parts) for t in names}, owned=True)
+    return received
 
 
 class UpperLayerScorer:

@@ -21,7 +21,7 @@ from delrec.dist import global_mean
 from delrec.evaluate import Scorer, ndcg5, score_examples
 from delrec.lm.backbone import attention_target_modules
 from delrec.lm.blocks import decoder_blocks
-from delrec.lm.layer_cache import UpperLayerScorer
+from delrec.lm.layer_cache import UpperLayerScorer, share_across_processes
 from delrec.lm.lower_store import LowerStateFile
 from delrec.lm.soft_prompt import SoftPrompt
 from delrec.stages.batches import batch_indices, sampled_batch
@@ -145,10 +145,17 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     keep = LowerStateFile(fast, soft_prompt, cfg.lower_states_dir, log, name) if revisits else None
     train_prompts = {e.prompt for e in train} if revisits else set()
     alloc, lcfg = _allocator_state(model)
+    shared = [False]
 
     def step_fn(step: int) -> dict:
         model.train()
         total = 0.0
+        if revisits and not shared[0] and step * cfg.batch_size * cfg.grad_accum >= len(train):
+            # the first epoch is behind (or a resume starts past it): all processes pool their states
+            n = share_across_processes(fast.cache, train_prompts)
+            shared[0] = True
+            if n:
+                log.write(stage=name, event="lower_states_shared", step=step, received=n)
         for micro in range(cfg.grad_accum):
             idx = batch_indices(len(train), cfg.batch_size, step, micro, cfg.grad_accum, seed)
             batch = [train[j] for j in idx]
