@@ -40,6 +40,7 @@ def _records(run_dir, markers=True):
     for line in (run_dir / "log.jsonl").read_text().splitlines():
         rec = json.loads(line)
         rec.pop("elapsed_s", None)  # wall time is the one thing allowed to differ
+        rec.pop("time", None)
         if markers or rec.get("event") not in ("start", "resumed"):
             out.append(rec)
     return out

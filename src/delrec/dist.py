@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.distributed as dist
 from accelerate import PartialState
@@ -55,3 +57,20 @@ def gather_rows(rows: list, n_total: int) -> list:
 def barrier() -> None:
     if world()[1] > 1:
         dist.barrier()
+
+
+@contextmanager
+def main_takes_all_threads():
+    """While only the main process works and the others wait in a barrier (teacher training), give it their
+    CPU threads: torchrun starts every process with one thread, and a waiting gloo process uses no CPU, so
+    otherwise the teachers train on one core of two (measured: 1.6-2.3x slower, benchmarks/BENCHMARKS.md)."""
+    rank, n = world()
+    if n == 1 or rank != 0 or torch.cuda.is_available():
+        yield
+        return
+    own = torch.get_num_threads()
+    torch.set_num_threads(own * n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)

@@ -89,7 +89,8 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
         if not cached:
             out_dir = fresh(folder, False)
             if dist.is_main():  # the other processes wait in mark_done's barrier, then load it
-                train_teacher(model, cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, out_dir=out_dir)
+                with dist.main_takes_all_threads():
+                    train_teacher(model, cfg.teacher, ctx.dataset, ctx.split, seed=cfg.seed, out_dir=out_dir)
             mark_done(folder, {"model": model}, key)
         teacher = Teacher.load(folder)
         teachers[model] = teacher

@@ -37,7 +37,9 @@ VALID_METRIC = {"stage1": "accuracy (TA/RPS mean)", "stage2": "ndcg@5"}
 
 class JsonlLog:
     """log.jsonl: one JSON record per line. Training steps carry `stage` and `step`; other records say what
-    they are in `event` (run_start, run_end, start, resumed, eval, eval_tasks, epoch, test, ...)."""
+    they are in `event` (run_start, run_end, start, resumed, eval, eval_tasks, epoch, test, ...). Every record
+    carries `time` (Unix seconds, when it was written), so the time between records tells what each part of a
+    run cost (benchmarks/stage_times.py)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -46,7 +48,7 @@ class JsonlLog:
         if dist.is_main():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(record | {"time": round(time.time(), 2)}) + "\n")
 
     def forget_after(self, stage: str, folder: str, step: int) -> None:
         """Drop the records of `stage` trained in `folder` past `step`: the steps a resumed (or restarted)

@@ -1,4 +1,4 @@
-"""Lower-layer states pooled across two real gloo processes (torchrun's situation after the first epoch)."""
+"""Two real gloo processes (torchrun's situation): pooled lower-layer states, and the main process's threads."""
 
 from __future__ import annotations
 
@@ -106,3 +106,21 @@ def test_torchrun_stage2_runs_each_lower_pass_once(tmp_path):
     ranks = [json.loads((tmp_path / f"r.{r}").read_text()) for r in range(2)]
     assert [r["lower_passes"] for r in ranks] == [3, 3]
     assert [(e["step"], e["received"]) for e in ranks[0]["shared"]] == [(3, 3)]
+
+
+def test_the_main_process_takes_the_waiting_processes_threads(monkeypatch):
+    from delrec import dist
+
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # what torchrun gives each process
+        for rank, expected in ((0, 2), (1, 1)):
+            monkeypatch.setattr(dist, "world", lambda rank=rank: (rank, 2))
+            with dist.main_takes_all_threads():
+                assert torch.get_num_threads() == expected
+            assert torch.get_num_threads() == 1
+        monkeypatch.setattr(dist, "world", lambda: (0, 1))
+        with dist.main_takes_all_threads():
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(own)
