@@ -43,7 +43,10 @@ STAGE1_ARMS = {  # a dotted name is a key outside the stage's section; "new" is 
 def _cfg(args, tmp, stage: str, changes: dict, steps: int, extra=(), evals: int = 1):
     from delrec.config import load_config
 
+    # stage2.lower_states_dir= : no states file (the preset's relative folder would sit in the working
+    # directory, where a later invocation's arm would load it and skip the first epoch's lower pass)
     sets = [f"data.data_dir={args.data_dir}", f"out={tmp}", f"{stage}.steps={steps}", f"{stage}.warmup=1",
+            "stage2.lower_states_dir=",
             f"{stage}.eval_every={max(1, steps // evals)}", f"{stage}.patience=1000", *extra]
     return load_config(args.config, sets + [f"{k if '.' in k else stage + '.' + k}={v}" for k, v in changes.items()])
 
