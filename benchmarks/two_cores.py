@@ -82,13 +82,14 @@ def main(argv=None) -> int:
             subprocess.run([sys.executable, "-m", "delrec.cli", "teach", "--config", args.config, "--data-dir",
                             args.data_dir, "--out", str(source), *[x for s in sets for x in ("--set", s)]],
                            check=True, env=env, cwd=ROOT)
-        cfg = load_config(args.config, sets + [f"data.data_dir={args.data_dir}", f"out={source}"])
-        batch, n_train = cfg.stage2.batch_size, len(prepare(cfg).cands["train"])
         arms = {
             "one-process-two-threads": _arm([sys.executable, *base], 2, Path(tmp, "threads"), source),
             "torchrun-two-processes": _arm([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                             "--nproc_per_node=2", *base], 1, Path(tmp, "ddp"), source),
         }
+        # read back from an arm's own folder (prepare writes config.yaml where it looks: not into --from-run)
+        cfg = load_config(args.config, sets + [f"data.data_dir={args.data_dir}", f"out={Path(tmp, 'threads')}"])
+        batch, n_train = cfg.stage2.batch_size, len(prepare(cfg).cands["train"])
     per_epoch = -(-n_train // batch)
     for arm in arms.values():
         arm |= _rates(arm["step_s"], per_epoch, batch)
