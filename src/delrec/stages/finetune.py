@@ -151,7 +151,8 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
         model.train()
         total = 0.0
         if revisits and not shared[0] and step * cfg.batch_size * cfg.grad_accum >= len(train):
-            # the first epoch is behind (or a resume starts past it): all processes pool their states
+            # the first epoch is behind: the processes pool their states (a run resumed past it has them
+            # from lower_states_dir, complete, and skips this; without that folder each rebuilds its own)
             n = share_across_processes(fast.cache, train_prompts)
             shared[0] = True
             if n:
