@@ -73,7 +73,7 @@ def share_across_processes(cache: LowerStateCache, keys: set) -> int:
     for src in range(world):
         meta: list = [None]
         if src == rank:
-            own = [(k, *cache.rows[k]) for k in sorted(keys) if k in cache.rows]
+            own = [(k, *cache.rows[k]) for k in keys if k in cache.rows]  # any order: the index travels
             tensors = [t for _, prompt, titles in own for t in (prompt, *titles.values())]
             flat = torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.empty(0, dtype=cache.dtype)
             meta = [([[k, list(titles)] for k, _, titles in own], [list(t.shape) for t in tensors])]

@@ -145,16 +145,17 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     keep = LowerStateFile(fast, soft_prompt, cfg.lower_states_dir, log, name) if revisits else None
     train_prompts = {e.prompt for e in train} if revisits else set()
     alloc, lcfg = _allocator_state(model)
-    shared = [False]
+    shared = False  # the processes pooled their lower states (torchrun)
 
     def step_fn(step: int) -> dict:
+        nonlocal shared
         model.train()
         total = 0.0
-        if revisits and not shared[0] and step * cfg.batch_size * cfg.grad_accum >= len(train):
+        if revisits and not shared and step * cfg.batch_size * cfg.grad_accum >= len(train):
             # the first epoch is behind: the processes pool their states (a run resumed past it has them
             # from lower_states_dir, complete, and skips this; without that folder each rebuilds its own)
             n = share_across_processes(fast.cache, train_prompts)
-            shared[0] = True
+            shared = True
             if n:
                 log.write(stage=name, event="lower_states_shared", step=step, received=n)
         for micro in range(cfg.grad_accum):
