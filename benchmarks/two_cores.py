@@ -110,6 +110,8 @@ def main(argv=None) -> int:
         return 0
     if not (args.config and args.data_dir):
         ap.error("--config and --data-dir are required (unless --from-results)")
+    if args.ratio_into and not args.baseline_set:
+        ap.error("--ratio-into needs --baseline-set: the ratio is over the baseline arm")
     from delrec.config import load_config
     from delrec.pipeline import prepare
 
