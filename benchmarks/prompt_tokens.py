@@ -6,7 +6,8 @@
 Counts with the configured LM's tokenizer over the first `--n` training examples of each task (LSR with and
 without the soft prompt, TA, RPS; the teacher's slots filled from the validation history as stand-ins,
 which have the length of real titles). "titles" are the tokens of the 20 scored candidate titles, which
-the packed pass feeds after the prompt; "title years" is how many of those are a " (1995)"-style year.
+the packed pass feeds after the prompt; "title years" is how many of those are a " (1995)"-style year;
+"before_soft" is the instruction ahead of the soft prompt, the same text for every example of a task.
 The model itself never runs.
 """
 
@@ -48,9 +49,10 @@ def main(argv=None) -> int:
     tasks["rps"] = [x for c, s in zip(sets, stand_in) if (x := builder.rps(c.history, s, rng))]
     rows = {}
     for name, examples in tasks.items():
-        hist_tokens = prompt_tokens = title_tokens = year_tokens = 0
+        hist_tokens = prompt_tokens = title_tokens = year_tokens = before_soft = 0
         for e in examples:
             prompt_tokens += count(e.prompt.replace(SOFT, ""))
+            before_soft += count(e.prompt.split(SOFT, 1)[0]) if SOFT in e.prompt else 0
             title_tokens += sum(count(" " + t) for t in e.candidates)
             year_tokens += sum(count(" " + t) - count(" " + without_year(t)) for t in e.candidates)
             hist = e.prompt.split("in order: ", 1)[1].split(".\n", 1)[0] if "in order: " in e.prompt else ""
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
         soft = cfg.lm.n_soft if SOFT in examples[0].prompt else 0
         rows[name] = {"examples": len(examples), "prompt_text": prompt_tokens / n, "soft_prompt": soft,
                       "history": hist_tokens / n, "instruction_and_slots": (prompt_tokens - hist_tokens) / n,
-                      "titles": title_tokens / n, "title_years": year_tokens / n,
+                      "titles": title_tokens / n, "title_years": year_tokens / n, "before_soft": before_soft / n,
                       "packed_row": prompt_tokens / n + soft + title_tokens / n - len(examples[0].candidates)}
         print(name, {k: round(v, 1) for k, v in rows[name].items()}, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,16 +38,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _rates(dt: list[float], timed: list[bool], per_epoch: int, batch: int) -> dict:
-    dt = [x if ok else None for x, ok in zip(dt, timed)]
-    first, later = dt[1:per_epoch], dt[per_epoch:]  # step 0 is warm-up
-
-    def rate(x):
-        x = [v for v in x if v is not None]
+def _rates(dt: list[float], timed: list[bool], per_epoch: int | None, batch: int) -> dict:
+    """Example passes per second of the timed steps (step 0 is warm-up); by epoch where `per_epoch` is given."""
+    def rate(lo: int, hi: int | None = None):
+        x = [t for t, ok in zip(dt[lo:hi], timed[lo:hi]) if ok]
         return batch * len(x) / sum(x) if x else None
 
-    return {"examples_per_s": rate(dt[1:]), "first_epoch_examples_per_s": rate(first),
-            "later_epochs_examples_per_s": rate(later)}
+    if per_epoch is None:
+        return {"examples_per_s": rate(1)}
+    return {"examples_per_s": rate(1), "first_epoch_examples_per_s": rate(1, per_epoch),
+            "later_epochs_examples_per_s": rate(per_epoch)}
 
 
 def _arm(cmd: list[str], threads: int, out: Path, source: Path, stage: str) -> dict:
@@ -70,12 +70,14 @@ def _arm(cmd: list[str], threads: int, out: Path, source: Path, stage: str) -> d
             "lower_states_shared": [r for r in rows if r.get("event") == "lower_states_shared"]}
 
 
-def _write_ratio(path: Path, stage: str, ratio: float, source: Path, command: str) -> None:
+def _write_ratio(path: Path, result: dict, source: Path) -> None:
+    """Put the torchrun arm's rate over the baseline arm of `result` (read from `source`) into `path`."""
     doc = json.loads(path.read_text()) if path.exists() else {}
-    key = f"{stage}_ratio"
+    key = f"stage{result['stage']}_ratio"
     if key in doc and doc.get(f"{key}_source") != str(source):
         doc[f"{key}_one_process"] = doc[key]  # the one-process measurement this one builds on
-    doc |= {key: ratio, f"{key}_source": str(source), f"{key}_command": command,
+    doc |= {key: result["torchrun-two-processes_over_baseline"], f"{key}_source": str(source),
+            f"{key}_command": result["command"],
             f"{key}_arms": "torchrun-two-processes (the preset's levers) over baseline (today's pass, one process)"}
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
@@ -104,9 +106,7 @@ def main(argv=None) -> int:
     if args.from_results:
         if not args.ratio_into:
             ap.error("--from-results needs --ratio-into")
-        doc = json.loads(args.out.read_text())
-        _write_ratio(args.ratio_into, f"stage{doc['stage']}", doc["torchrun-two-processes_over_baseline"],
-                     args.out, doc["command"])
+        _write_ratio(args.ratio_into, json.loads(args.out.read_text()), args.out)
         return 0
     if not (args.config and args.data_dir):
         ap.error("--config and --data-dir are required (unless --from-results)")
@@ -147,8 +147,8 @@ def main(argv=None) -> int:
         if args.stage == 2:
             batch, n_train = cfg.stage2.batch_size, len(prepare(cfg).cands["train"])
         else:  # one batch per task per step; no epochs to tell apart
-            batch, n_train = 2 * cfg.stage1.batch_size, 0
-    per_epoch = -(-n_train // batch) if n_train else 1
+            batch, n_train = 2 * cfg.stage1.batch_size, None
+    per_epoch = -(-n_train // batch) if args.stage == 2 else None
     for arm in arms.values():
         arm |= _rates(arm["step_s"], arm["timed_steps"], per_epoch, batch)
     a, b = arms["one-process-two-threads"], arms["torchrun-two-processes"]
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
            "batch_size": batch, "train_examples": n_train, "steps_per_epoch": per_epoch, "arms": arms,
            "torchrun_over_threads": b["examples_per_s"] / a["examples_per_s"],
            "torchrun_over_threads_later_epochs": (b["later_epochs_examples_per_s"] / a["later_epochs_examples_per_s"]
-                                                   if args.stage == 2 and a["later_epochs_examples_per_s"] else None),
+                                                   if a.get("later_epochs_examples_per_s") else None),
            "max_abs_loss_diff_first_10": max(abs(x - y) for x, y in zip(a["losses"][:10], b["losses"][:10]))}
     if "baseline" in arms:
         doc["baseline_set"] = args.baseline_set
@@ -164,8 +164,8 @@ def main(argv=None) -> int:
             doc[f"{name}_over_baseline"] = arms[name]["examples_per_s"] / arms["baseline"]["examples_per_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    if args.ratio_into and "baseline" in arms:
-        _write_ratio(args.ratio_into, st, doc["torchrun-two-processes_over_baseline"], args.out, doc["command"])
+    if args.ratio_into:
+        _write_ratio(args.ratio_into, doc, args.out)
     print(json.dumps({k: v for k, v in doc.items() if "_over_" in k or k.startswith("max_abs")}))
     return 0
 
