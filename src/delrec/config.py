@@ -273,6 +273,8 @@ class EvalConfig:
     teacher_hint: bool = False          # beyond the paper: row delrec+hint
     hint_k: int = 5                     # delrec+hint: the teacher's top k of the example's own candidates
     order_robust: bool = False          # score under two candidate orders and average
+    fusion: bool = False                # beyond the paper: rows <lm method>+fusion (teacher + w * LM scores)
+    fusion_weights: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0])
     batch_size: int = 8
     bootstrap: int = 1000
 
@@ -285,6 +287,11 @@ class EvalConfig:
         _positive("eval.hint_k", self.hint_k)
         _positive("eval.batch_size", self.batch_size)
         _positive("eval.bootstrap", self.bootstrap, minimum=0)
+        if self.fusion and not self.fusion_weights:
+            raise DelrecError("eval.fusion_weights: give at least one weight w for fusion (e.g. [0.0, 0.5, 1.0])")
+        for w in self.fusion_weights:
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+                raise DelrecError(f"eval.fusion_weights: {w!r} is not a number >= 0")
 
     @property
     def uses_soft_prompt(self) -> bool:

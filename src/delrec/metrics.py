@@ -45,11 +45,14 @@ def per_example(ranks: np.ndarray, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
 
 
 def summarize(ranks, ks=DEFAULT_KS, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Means over all examples plus a percentile-bootstrap 95% interval for each metric."""
+    """Means over all examples plus a percentile-bootstrap 95% interval for each metric, and the per-example
+    ranks themselves (`ranks`, in the candidate file's order), so that any paired interval between two rows
+    can be recomputed from metrics.json alone."""
     values = per_example(ranks, ks)
     n = len(np.asarray(ranks))
     row: dict = {name: float(v.mean()) if n else float("nan") for name, v in values.items()}
     row["n"] = int(n)
+    row["ranks"] = [int(r) for r in np.asarray(ranks)]
     if n and n_boot:
         rng = np.random.default_rng(seed)
         idx = rng.integers(0, n, size=(n_boot, n))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from delrec import DelrecError, dist
 from delrec.choices import SOFT_PROMPT_METHODS
@@ -23,6 +24,7 @@ from delrec.data.candidates import CandidateSet, make_candidates, read_candidate
 from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
 from delrec.data.split import Split, make_split
+from delrec.evaluate import score_examples
 from delrec.methods import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder
 from delrec.metrics import MetricsFile
 from delrec.preflight import check_before_training
@@ -194,8 +196,12 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
                       eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}")
     require_finished(result, f"stage 2 ({method})")
     train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
+    test_start = time.time()
     row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint)
-    row |= {"examples_seen": result["steps"] * cfg.stage2.batch_size * cfg.stage2.grad_accum,
+    if cfg.eval.fusion:  # fusion picks its weight on these, never on the test file
+        save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size,
+                                           desc=f"valid {method}"), "valid_scores.npy")
+    row |= {"test_s": round(time.time() - test_start, 1), "examples_seen": result["steps"] * cfg.stage2.batch_size * cfg.stage2.grad_accum,
             "best_step": result["best_step"], "train_s": train_s, "valid_curve": result["evals"]}
     save_scores(folder, row.pop("scores"))
     # Relative to the run folder, so a moved or copied run still finds its soft prompt.
@@ -204,11 +210,11 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     return row
 
 
-def save_scores(folder: Path, scores: np.ndarray) -> None:
+def save_scores(folder: Path, scores: np.ndarray, name: str = "test_scores.npy") -> None:
     from delrec.io import atomic_path
 
     if dist.is_main():
-        with atomic_path(Path(folder) / "test_scores.npy") as tmp, open(tmp, "wb") as f:
+        with atomic_path(Path(folder) / name) as tmp, open(tmp, "wb") as f:
             np.save(f, scores, allow_pickle=False)
 
 
@@ -225,34 +231,62 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
                           candidates=cfg.data.n_candidates, write=dist.is_main(), fresh=True)
     metrics.data["produced_by"] = stamp
     methods = list(cfg.eval.methods) + (["delrec-no-ta", "delrec-no-rps"] if cfg.eval.ablations else [])
-    teachers = train_teachers(ctx, metrics)
+    parts: dict[str, float] = {}  # wall seconds of each part of this invocation (a cached part takes ~0)
+
+    def timed(name: str, fn, *args):
+        t = time.time()
+        out = fn(*args)
+        parts[name] = round(parts.get(name, 0.0) + time.time() - t, 1)
+        return out
+
+    teachers = timed("teachers", lambda: train_teachers(ctx, metrics))
     teacher = teachers[cfg.teacher.models[0]]
     if "lm-zero-shot" in methods and until == "evaluate":
         header("lm-zero-shot: the untrained LM on the test candidates")
-        row = lm_test_row(cfg, prompt_builder(cfg, ctx.dataset), new_lm(cfg), None, ctx.cands["test"],
-                          "lm-zero-shot")
+        row = timed("test/lm-zero-shot", lambda: lm_test_row(cfg, prompt_builder(cfg, ctx.dataset), new_lm(cfg), None,
+                                                             ctx.cands["test"], "lm-zero-shot"))
         row.pop("scores")
         add_row(ctx, metrics, "lm-zero-shot", row)
     for method in methods if until != "teach" else []:
         variant = method.replace("+hint", "")
         if variant in SOFT_PROMPT_METHODS:
-            soft_path, key = stage1(ctx, teacher, variant, resume)
+            soft_path, key = timed(f"stage1/{variant}", stage1, ctx, teacher, variant, resume)
             if until == "distill":
                 continue
-            add_row(ctx, metrics, method, stage2(ctx, method, soft_path, key, resume))
+            add_row(ctx, metrics, method, timed(f"stage2/{method}", stage2, ctx, method, soft_path, key, resume))
         elif method == "lsr-only" and until != "distill":
-            add_row(ctx, metrics, method, stage2(ctx, method, None, None, resume))
+            add_row(ctx, metrics, method, timed(f"stage2/{method}", stage2, ctx, method, None, None, resume))
     if cfg.eval.teacher_hint and until == "evaluate":
-        soft_path, key = stage1(ctx, teacher, "delrec", resume)
-        add_row(ctx, metrics, "delrec+hint", stage2(ctx, "delrec+hint", soft_path, key, resume, teachers))
-    ctx.log.write(stage="run", event="run_end", until=until, methods=list(metrics.rows),
-                  elapsed_s=round(time.time() - start, 1))
+        soft_path, key = timed("stage1/delrec", lambda: stage1(ctx, teacher, "delrec", resume))
+        add_row(ctx, metrics, "delrec+hint",
+                timed("stage2/delrec+hint", lambda: stage2(ctx, "delrec+hint", soft_path, key, resume, teachers)))
+    if cfg.eval.fusion and until == "evaluate":
+        from delrec.fusion import fusion_rows
+
+        rows = timed("fusion", lambda: fusion_rows(ctx.run, cfg, teachers, ctx.cands, set(metrics.rows)))
+        for name, row in rows.items():
+            add_row(ctx, metrics, name, row)
+    elapsed = round(time.time() - start, 1)
+    metrics.data["run"] = {"started": stamp["started"], "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "elapsed_s": elapsed, "resumed": resume, "processes": dist.world()[1],
+                           "threads_per_process": torch.get_num_threads(), "part_seconds": parts}
+    metrics.save()
+    ctx.log.write(stage="run", event="run_end", until=until, methods=list(metrics.rows), elapsed_s=elapsed,
+                  part_seconds=parts)
     if dist.is_main():
         write_report(ctx.run.root, metrics, cfg)
         if until != "teach":
             header(f"results: {ctx.run.root / 'results.md'} (also metrics.json, plots/)")
         print(results_table(metrics.rows, cfg))
+        print(stage_times(parts, elapsed))
     return metrics.rows
+
+
+def stage_times(parts: dict[str, float], elapsed: float) -> str:
+    """One line of where this invocation's time went (a cached part shows ~0 s)."""
+    def hms(s: float) -> str:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m" if s >= 3600 else f"{int(s // 60)}m{int(s % 60):02d}s"
+    return "time: " + ", ".join(f"{k} {hms(v)}" for k, v in parts.items()) + f"; total {hms(elapsed)}"
 
 
 def teach_command(cfg: RunConfig) -> dict:

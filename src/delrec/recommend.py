@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from delrec import DelrecError
-from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import RunConfig, load_config
 from delrec.console import header
 from delrec.data.candidates import CandidateSet, read_candidates, sample_negatives
@@ -18,7 +17,7 @@ from delrec.data.sequences import Dataset
 from delrec.io import atomic_write_text
 from delrec.metrics import MetricsFile
 from delrec.prompts.examples import PromptBuilder
-from delrec.runs import RunDir, is_done
+from delrec.runs import RunDir, is_done, stage2_folders
 
 # What the number next to a recommendation is, per lm.scorer (and lm.length_norm): higher is better.
 SCORE_MEANING = {
@@ -42,15 +41,7 @@ def run_config(run_dir: Path) -> RunConfig:
 
 def trained_methods(run_dir: Path, cfg: RunConfig | None = None) -> dict[str, Path]:
     """method name -> its finished stage-2 folder for the run's config.yaml, in the order runs report them."""
-    run, cfg = RunDir(run_dir), cfg or run_config(Path(run_dir))
-    out = {}
-    for method in ["lsr-only", *SOFT_PROMPT_METHODS, "delrec+hint"]:
-        variant = method.removesuffix("+hint")
-        key = run.stage1_key(cfg, variant) if variant in SOFT_PROMPT_METHODS else None
-        folder = run.stage2_dir(cfg, method, key)
-        if (folder / "done.json").exists():
-            out[method] = folder
-    return out
+    return stage2_folders(RunDir(run_dir), cfg or run_config(Path(run_dir)))
 
 
 def trained_teachers(run_dir: Path, cfg: RunConfig) -> dict:

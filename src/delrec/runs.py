@@ -61,6 +61,20 @@ class RunDir:
         return self.path("stage2", f"{method}-{key}")
 
 
+def stage2_folders(run: RunDir, cfg: RunConfig) -> dict[str, Path]:
+    """method name -> its finished stage-2 folder for `cfg`, in the order runs report them."""
+    from delrec.choices import SOFT_PROMPT_METHODS
+
+    out = {}
+    for method in ["lsr-only", *SOFT_PROMPT_METHODS, "delrec+hint"]:
+        variant = method.removesuffix("+hint")
+        key = run.stage1_key(cfg, variant) if variant in SOFT_PROMPT_METHODS else None
+        folder = run.stage2_dir(cfg, method, key)
+        if (folder / "done.json").exists():
+            out[method] = folder
+    return out
+
+
 def is_done(folder: Path, key: str = "") -> dict | None:
     """The stage's result if it finished with these inputs, else None."""
     marker = Path(folder) / "done.json"

@@ -1,0 +1,81 @@
+"""Score fusion, beyond the paper (rows `<lm method>+fusion`): per candidate, the standardised score of a
+teacher plus w times the standardised score of a trained LM. No training: it asks whether the LM knows
+anything about the 20 candidates that the teacher does not.
+
+The teacher and w are chosen on the validation candidate file only (NDCG@5, ties to the smaller w, then to
+the teacher listed first), from `eval.fusion_weights`; w = 0 is the teacher alone, so on validation the
+fused row is never below its teacher. The test file is scored once, with the chosen pair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from delrec import DelrecError
+from delrec.metrics import per_example, ranks_from_scores, summarize
+
+FUSION_SUFFIX = "+fusion"
+SELECT_BY = "ndcg@5"
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """Each row (one example's candidates) to mean 0, standard deviation 1: a teacher's logits and an LM's
+    mean log-probabilities live on unrelated scales. A constant row becomes all zeros."""
+    s = np.asarray(scores, dtype=np.float64)
+    sd = s.std(axis=1, keepdims=True)
+    return (s - s.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+
+
+def fuse(teacher_scores: np.ndarray, lm_scores: np.ndarray, w: float) -> np.ndarray:
+    if teacher_scores.shape != lm_scores.shape:
+        raise DelrecError(f"fusion: teacher scores {teacher_scores.shape} and LM scores {lm_scores.shape} "
+                          f"are not for the same candidate sets")
+    return standardise(teacher_scores) + w * standardise(lm_scores)
+
+
+def choose(valid_teachers: dict[str, np.ndarray], valid_lm: np.ndarray, labels, weights) -> dict:
+    """The (teacher, w) with the best validation NDCG@5, and the whole grid it was chosen from."""
+    grid, best = {}, None
+    for name, t in valid_teachers.items():
+        for w in sorted(float(x) for x in weights):
+            value = float(per_example(ranks_from_scores(fuse(t, valid_lm, w), labels))[SELECT_BY].mean())
+            grid[f"{name}/w={w:g}"] = round(value, 5)
+            if best is None or value > best[2] + 1e-12:
+                best = (name, w, value)
+    if best is None:
+        raise DelrecError("fusion: no teacher to fuse with (teacher.models is empty)")
+    return {"teacher": best[0], "w": best[1], f"valid_{SELECT_BY}": best[2], "valid_grid": grid}
+
+
+def fusion_row(choice: dict, test_teacher: np.ndarray, test_lm: np.ndarray, labels, *, n_boot: int) -> dict:
+    row = summarize(ranks_from_scores(fuse(test_teacher, test_lm, choice["w"]), labels), n_boot=n_boot)
+    return row | {"fusion": choice}
+
+
+def load_scores(folder: Path, name: str) -> np.ndarray:
+    path = Path(folder) / name
+    if not path.exists():
+        raise DelrecError(f"fusion: {path} is missing; stage 2 writes it when eval.fusion is true: rerun that "
+                          f"method's stage 2 with --set eval.fusion=true (or delete {Path(folder).name})")
+    return np.load(path, allow_pickle=False)
+
+
+def fusion_rows(run, cfg, teachers: dict, cands: dict, methods) -> dict[str, dict]:
+    """`<method>+fusion` rows for the trained LM methods among `methods`, from the scores their stage 2 saved
+    on the run's validation and test candidate files."""
+    from delrec.runs import stage2_folders
+    from delrec.teachers.evaluation import candidate_scores
+
+    labels = {name: [c.target_index for c in cands[name]] for name in ("valid", "test")}
+    scores = {name: {m: candidate_scores(t, cands[name]) for m, t in teachers.items()} for name in ("valid", "test")}
+    out = {}
+    for method, folder in stage2_folders(run, cfg).items():
+        if method in methods:
+            choice = choose(scores["valid"], load_scores(folder, "valid_scores.npy"), labels["valid"],
+                            cfg.eval.fusion_weights)
+            out[method + FUSION_SUFFIX] = fusion_row(choice, scores["test"][choice["teacher"]],
+                                                     load_scores(folder, "test_scores.npy"), labels["test"],
+                                                     n_boot=cfg.eval.bootstrap)
+    return out
