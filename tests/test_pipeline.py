@@ -262,3 +262,53 @@ def test_the_run_stamp_names_the_commit():
         assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", commit or ""), commit
     else:
         assert commit is None
+
+
+def test_fusion_rows_pick_w_on_validation_and_score_in_evaluate_and_recommend(demo_run, tmp_path, capsys):
+    """eval.fusion on a finished run (a copy of the demo): the trained adapters score the validation file
+    once, each `<lm>+fusion` row and the `teacher-ensemble` control pick their teacher and w there, and
+    `delrec evaluate` / `delrec recommend --method` apply the stored choice."""
+    import numpy as np
+
+    from delrec.config import load_config
+    from delrec.fusion import fusion_rows
+    from delrec.pipeline import prepare
+    from delrec.recommend import trained_teachers
+
+    run = tmp_path / "fused"
+    shutil.copytree(demo_run, run)
+    argv = ["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(run), "--set", "eval.fusion=true",
+            "--set", "teacher.models=[sasrec, gru4rec]"]
+    assert main(argv) == 0
+    rows = json.loads((run / "metrics.json").read_text())["rows"]
+    assert {"lsr-only+fusion", "delrec+fusion", "teacher-ensemble"} <= set(rows)
+    cfg = load_config(str(run / "config.yaml"))
+    for name in ("lsr-only+fusion", "delrec+fusion", "teacher-ensemble"):
+        choice = rows[name]["fusion"]
+        assert choice["w"] in cfg.eval.fusion_weights and len(rows[name]["ranks"]) == rows[name]["n"]
+        # w = 0 is the teacher alone, so the chosen pair is at least as good on validation
+        assert choice["valid_ndcg@5"] >= choice["valid_grid"][f"{choice['teacher']}/w=0"] - 1e-5  # grid: 5 decimals
+    assert len(rows["delrec+fusion"]["fusion"]["valid_grid"]) == 2 * len(cfg.eval.fusion_weights)
+
+    # the choice never looks at the test file: other test candidates and other LM test scores, same choice
+    ctx = prepare(cfg)
+    teachers = trained_teachers(run, cfg)
+    before = fusion_rows(ctx.run, cfg, teachers, ctx.cands, set(rows))
+    for score_file in (run / "stage2").glob("*/test_scores.npy"):
+        np.save(score_file, np.random.default_rng(1).normal(size=np.load(score_file).shape))
+    ctx.cands["test"] = [type(c)(c.user, c.history, c.candidates[::-1], c.target) for c in ctx.cands["test"]]
+    after = fusion_rows(ctx.run, cfg, teachers, ctx.cands, set(rows))
+    assert {m: r["fusion"] for m, r in after.items()} == {m: r["fusion"] for m, r in before.items()}
+    assert any(after[m]["ranks"] != before[m]["ranks"] for m in after)
+
+    shutil.rmtree(run / "stage2")  # evaluate/recommend need the adapters: take them from the untouched copy
+    shutil.copytree(demo_run / "stage2", run / "stage2")
+    test_file = next((run / "candidates").glob("test-*.jsonl"))
+    assert main(["evaluate", "--run", str(run), "--candidates", str(test_file)]) == 0
+    scored = json.loads((run / "evaluations" / f"{test_file.stem}.metrics.json").read_text())["rows"]
+    for name in ("lsr-only+fusion", "delrec+fusion", "teacher-ensemble"):
+        assert scored[name]["ranks"] == rows[name]["ranks"]
+    capsys.readouterr()
+    assert main(["recommend", "--run", str(run), "--history", "i0,i1,i2", "--method", "delrec+fusion"]) == 0
+    head = capsys.readouterr().out.splitlines()
+    assert head[0].startswith("method: delrec+fusion") and "standardised score" in head[3]

@@ -64,7 +64,9 @@ def load_scores(folder: Path, name: str) -> np.ndarray:
 
 def fusion_rows(run, cfg, teachers: dict, cands: dict, methods) -> dict[str, dict]:
     """`<method>+fusion` rows for the trained LM methods among `methods`, from the scores their stage 2 saved
-    on the run's validation and test candidate files."""
+    on the run's validation and test candidate files, and the control row `teacher-ensemble`: the best pair of
+    two teachers fused the same way (is the LM worth more to a teacher than a second teacher is?). Each row
+    carries its choice under "fusion"; fusion.json in the run keeps them for `delrec evaluate` / `recommend`."""
     from delrec.runs import stage2_folders
     from delrec.teachers.evaluation import candidate_scores
 
@@ -74,8 +76,43 @@ def fusion_rows(run, cfg, teachers: dict, cands: dict, methods) -> dict[str, dic
     for method, folder in stage2_folders(run, cfg).items():
         if method in methods:
             choice = choose(scores["valid"], load_scores(folder, "valid_scores.npy"), labels["valid"],
-                            cfg.eval.fusion_weights)
+                            cfg.eval.fusion_weights) | {"lm": method}
             out[method + FUSION_SUFFIX] = fusion_row(choice, scores["test"][choice["teacher"]],
                                                      load_scores(folder, "test_scores.npy"), labels["test"],
                                                      n_boot=cfg.eval.bootstrap)
+    pairs = {}
+    for second in teachers if len(teachers) > 1 else []:
+        others = {m: s for m, s in scores["valid"].items() if m != second}
+        pairs[second] = choose(others, scores["valid"][second], labels["valid"], cfg.eval.fusion_weights)
+    if pairs:
+        second, choice = max(pairs.items(), key=lambda kv: kv[1][f"valid_{SELECT_BY}"])
+        out[ENSEMBLE] = fusion_row(choice | {"lm": None, "second_teacher": second}, scores["test"][choice["teacher"]],
+                                   scores["test"][second], labels["test"], n_boot=cfg.eval.bootstrap)
     return out
+
+
+ENSEMBLE = "teacher-ensemble"
+
+
+def is_fusion(method: str) -> bool:
+    return method.endswith(FUSION_SUFFIX)
+
+
+def fused_scores(choice: dict, teacher_scores: dict[str, np.ndarray], lm_scores: np.ndarray | None) -> np.ndarray:
+    """A stored choice applied to new candidate sets: the fused teacher's scores (`teacher_scores` by model)
+    plus w times the LM's, or the second teacher's for `teacher-ensemble`."""
+    other = teacher_scores[choice["second_teacher"]] if choice.get("second_teacher") else lm_scores
+    return fuse(teacher_scores[choice["teacher"]], other, choice["w"])
+
+
+def read_choices(run_root: Path) -> dict[str, dict]:
+    """fusion.json of a run: row name -> its choice ({} for a run trained without eval.fusion)."""
+    import json
+
+    path = Path(run_root) / "fusion.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DelrecError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None

@@ -7,6 +7,7 @@ reuses the teachers and the stage-1 soft prompts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
 from delrec.data.split import Split, make_split
 from delrec.evaluate import score_examples
+from delrec.io import atomic_write_text
 from delrec.methods import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder
 from delrec.metrics import MetricsFile
 from delrec.preflight import check_before_training
@@ -176,6 +178,8 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     done = is_done(folder, key)
     if done:
         header(f"stage 2 ({method}): cached in {folder.name}")
+        if cfg.eval.fusion and not (folder / "valid_scores.npy").exists():  # fusion turned on after training
+            score_validation(ctx, method, folder, soft_path, teachers)
         return done["test"]
     header(f"stage 2 ({method}): AdaLoRA, {cfg.stage2.steps} steps"
            + (", soft prompt frozen" if soft_path else "") + ", then the test candidates")
@@ -210,12 +214,28 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     return row
 
 
+def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | None, teachers=None) -> None:
+    """valid_scores.npy of a finished stage 2: its trained adapter on the validation candidate file."""
+    from delrec.lm.soft_prompt import SoftPrompt
+    from delrec.stages.finetune import load_adapter
+
+    cfg = ctx.cfg
+    hint = teachers[cfg.teacher.models[0]] if method.endswith("+hint") else None
+    valid = lsr_examples(cfg, prompt_builder(cfg, ctx.dataset), ctx.cands["valid"], soft_path is not None, hint)
+    scorer = new_lm(cfg)
+    load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
+    soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
+    save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size, desc=f"valid {method}"),
+                "valid_scores.npy")
+
+
 def save_scores(folder: Path, scores: np.ndarray, name: str = "test_scores.npy") -> None:
     from delrec.io import atomic_path
 
     if dist.is_main():
         with atomic_path(Path(folder) / name) as tmp, open(tmp, "wb") as f:
             np.save(f, scores, allow_pickle=False)
+    dist.barrier()  # the other processes read it next (fusion)
 
 
 def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluate") -> dict:
@@ -264,6 +284,9 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
         from delrec.fusion import fusion_rows
 
         rows = timed("fusion", lambda: fusion_rows(ctx.run, cfg, teachers, ctx.cands, set(metrics.rows)))
+        if dist.is_main():
+            atomic_write_text(ctx.run.path("fusion.json"), json.dumps({m: r["fusion"] for m, r in rows.items()},
+                                                                       indent=2) + "\n")
         for name, row in rows.items():
             add_row(ctx, metrics, name, row)
     elapsed = round(time.time() - start, 1)

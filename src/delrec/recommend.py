@@ -14,6 +14,7 @@ from delrec.console import header
 from delrec.data.candidates import CandidateSet, read_candidates, sample_negatives
 from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
+from delrec.fusion import fused_scores, is_fusion, read_choices
 from delrec.io import atomic_write_text
 from delrec.metrics import MetricsFile
 from delrec.prompts.examples import PromptBuilder
@@ -72,10 +73,12 @@ class Recommender:
     """A trained LM method of a run: its scorer (LM + adapter), soft prompt and prompts; `delrec+hint` also
     holds the teacher whose ranking of the candidates goes into each prompt."""
 
-    def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str, hint_teacher=None):
+    def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str, hint_teacher=None,
+                 fusion: tuple[dict, dict] | None = None):
         self.cfg, self.dataset, self.scorer, self.soft, self.builder, self.method = (
             cfg, dataset, scorer, soft, builder, method)
         self.hint_teacher = hint_teacher
+        self.fusion = fusion  # `<method>+fusion`: (its stored choice, the run's teachers)
 
     @classmethod
     def load(cls, run_dir: str | Path, method: str = "delrec", *, cfg: RunConfig | None = None,
@@ -87,12 +90,22 @@ class Recommender:
         run_dir = Path(run_dir)
         cfg = cfg or run_config(run_dir)
         methods = trained_methods(run_dir, cfg)
-        if method not in methods:
-            raise DelrecError(f"{run_dir}: method {method!r} has not been trained; trained: {sorted(methods) or 'none'}")
-        folder = methods[method]
+        choices = read_choices(run_dir)
+        fusion, lm_method = None, method
+        if is_fusion(method):
+            if method not in choices:
+                raise DelrecError(f"{run_dir}: no {method!r} in fusion.json (a run with eval.fusion: true writes "
+                                  f"it); fused rows here: {sorted(choices) or 'none'}")
+            lm_method = choices[method]["lm"]
+            teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
+            fusion = (choices[method], teachers)
+        if lm_method not in methods:
+            known = sorted([*methods, *choices]) or "none"
+            raise DelrecError(f"{run_dir}: method {method!r} has not been trained; trained: {known}")
+        folder = methods[lm_method]
         done = json.loads((folder / "done.json").read_text())
         hint_teacher = None
-        if method.endswith("+hint"):
+        if lm_method.endswith("+hint"):
             teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
             if cfg.teacher.models[0] not in teachers:
                 raise DelrecError(f"{run_dir}: {method} needs the trained teacher {cfg.teacher.models[0]}, "
@@ -103,7 +116,13 @@ class Recommender:
         soft_path = stored_path(run_dir, done.get("soft_prompt"))
         soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
         dataset = dataset or load_dataset(cfg.data)
-        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher)
+        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher, fusion)
+
+    def _fused(self, sets: list[CandidateSet], lm_scores):
+        """The LM's [N, C] scores, or for a fusion row the fused teacher + w * LM scores."""
+        if self.fusion is None:
+            return lm_scores
+        return apply_choice(self.fusion[0], self.fusion[1], sets, lm_scores)
 
     def _examples(self, sets: list[CandidateSet]) -> list:
         from delrec.methods import lsr_examples
@@ -130,7 +149,7 @@ class Recommender:
         from delrec.evaluate import score_examples
 
         cs = self.candidates_for(history, candidates, seed=seed)
-        scores = score_examples(self.scorer, self._examples([cs]), self.soft)[0]
+        scores = self._fused([cs], score_examples(self.scorer, self._examples([cs]), self.soft))[0]
         order = sorted(range(len(cs.candidates)), key=lambda i: -scores[i])[:top]
         cat = self.dataset.catalog
         return [(cat.titles[cs.candidates[i]], cat.raw_ids[cs.candidates[i]], float(scores[i])) for i in order]
@@ -145,14 +164,37 @@ class Recommender:
                 f"history, oldest first (the prompt shows the last {shown}): {titles}",
                 f"candidates: {n_given} given" if n_given else
                 f"candidates: {self.cfg.data.n_candidates} drawn at random from the items outside the history",
-                f"score: {score_meaning(self.cfg)}"]
+                f"score: {score_meaning(self.cfg)}" if self.fusion is None else
+                f"score: {fusion_meaning(self.fusion[0])}"]
 
     def evaluate(self, sets: list[CandidateSet]) -> dict:
+        """The metric row on candidate sets, with the [N, C] scores it came from under "scores"."""
+        from delrec.evaluate import metric_row
         from delrec.methods import lm_test_row
 
         row = lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher)
-        row.pop("scores")
-        return row
+        if self.fusion is None:
+            return row
+        fused = self._fused(sets, row["scores"])
+        return metric_row(fused, [c.target_index for c in sets], n_boot=self.cfg.eval.bootstrap) | {
+            "scores": fused, "fusion": self.fusion[0]}
+
+
+def apply_choice(choice: dict, teachers: dict, sets: list[CandidateSet], lm_scores=None):
+    """A run's stored fusion choice on new candidate sets."""
+    from delrec.teachers.evaluation import candidate_scores
+
+    needed = [m for m in (choice["teacher"], choice.get("second_teacher")) if m]
+    missing = [m for m in needed if m not in teachers]
+    if missing:
+        raise DelrecError(f"fusion needs the trained teacher(s) {', '.join(missing)}, which are not in teacher/")
+    return fused_scores(choice, {m: candidate_scores(teachers[m], sets) for m in needed}, lm_scores)
+
+
+def fusion_meaning(choice: dict) -> str:
+    other = choice.get("second_teacher") or f"the LM ({choice['lm']})"
+    return (f"{choice['teacher']}'s standardised score + {choice['w']:g} x {other}'s standardised score "
+            f"(each standardised over the candidates; w chosen on the run's validation users; higher is better)")
 
 
 def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: list[CandidateSet]
@@ -160,6 +202,7 @@ def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: li
     """(method, row) for every method the run has, in the order `delrec run` reports them: popularity (counted
     again from the run's training split), each trained teacher, lm-zero-shot (when the run's eval.methods has
     it) and each trained LM method, delrec+hint included."""
+    from delrec.evaluate import metric_row
     from delrec.methods import build_split, lm_test_row, new_lm, prompt_builder
     from delrec.teachers.evaluation import evaluate_teacher
     from delrec.teachers.train import train_teacher
@@ -176,9 +219,17 @@ def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: li
         row = lm_test_row(cfg, prompt_builder(cfg, dataset), new_lm(cfg), None, sets, "lm-zero-shot")
         row.pop("scores")
         yield "lm-zero-shot", row
+    lm_scores = {}
     for method, folder in trained_methods(run_dir, cfg).items():
         header(f"{method}: the trained adapter in {folder.relative_to(run_dir).as_posix()}")
-        yield method, Recommender.load(run_dir, method, cfg=cfg, dataset=dataset, teachers=teachers).evaluate(sets)
+        row = Recommender.load(run_dir, method, cfg=cfg, dataset=dataset, teachers=teachers).evaluate(sets)
+        lm_scores[method] = row.pop("scores")
+        yield method, row
+    labels = [c.target_index for c in sets]
+    for name, choice in read_choices(run_dir).items():  # fusion rows: no LM pass beyond the one above
+        if choice.get("lm") is None or choice["lm"] in lm_scores:
+            fused = apply_choice(choice, teachers, sets, lm_scores.get(choice.get("lm")))
+            yield name, metric_row(fused, labels, n_boot=n_boot) | {"fusion": choice}
 
 
 def evaluate_command(run: str, candidates: str, out: str | None = None) -> dict:
