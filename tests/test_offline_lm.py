@@ -63,3 +63,61 @@ def test_the_smollm2_tests_skip_without_gguf():
                           timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "1 skipped" in done.stdout and OFFLINE_LM_MODULES["gguf"] in done.stdout, done.stdout[-2000:]
+
+
+def _convert_worker(rank: int, port: int, cache: str, out: str) -> None:
+    """One of two torchrun-like processes (a gloo group is up, so save_pretrained writes weights on rank 0
+    only) asking for the converted SmolLM2 at the same moment, then loading it."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    import torch.distributed as tdist
+
+    from delrec.config import LMConfig
+    from delrec.lm.backbone import load_backbone
+
+    tdist.init_process_group("gloo")
+    sys.stderr = open(f"{out}.{rank}.err", "w")  # noqa: SIM115 (kept open until the process ends)
+    tdist.barrier()  # both start together
+    backbone = load_backbone(LMConfig(backbone="smollm2-offline", device="cpu", cache_dir=cache))
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(str(backbone.model.config.num_hidden_layers))
+    tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_convert_smollm2_once_and_repair_a_partial_cache(tmp_path):
+    """README's torchrun command on a fresh machine: both processes want the conversion at once. The cache
+    starts as the broken folder such a race used to leave (tokenizer files, no weights): it is replaced, with
+    one line saying so, and both processes load the whole model."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from delrec.lm.gguf import SMOLLM2_CACHE, missing_parts
+
+    why = offline_lm_missing()
+    if why:
+        pytest.skip(why)
+    cache = tmp_path / "cache"
+    poisoned = cache / SMOLLM2_CACHE
+    poisoned.mkdir(parents=True)
+    (poisoned / "tokenizer.json").write_text("{}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_convert_worker, args=(port, str(cache), str(tmp_path / "r")), nprocs=2, join=True)
+    assert [(tmp_path / f"r.{rank}").read_text() for rank in range(2)] == ["30", "30"]
+    assert missing_parts(poisoned) == []
+    said = [line for rank in range(2) for line in (tmp_path / f"r.{rank}.err").read_text().splitlines()
+            if "not a whole model" in line]
+    assert len(said) == 1 and "converting it again" in said[0], said
+
+
+def test_a_cache_folder_without_weights_is_not_a_model(tmp_path):
+    from delrec.lm.gguf import missing_parts
+
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert missing_parts(tmp_path) == ["config.json", "weights"]
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert missing_parts(tmp_path) == []

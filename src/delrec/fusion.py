@@ -46,7 +46,9 @@ def choose(valid_teachers: dict[str, np.ndarray], valid_lm: np.ndarray, labels, 
                 best = (name, w, value)
     if best is None:
         raise DelrecError("fusion: no teacher to fuse with (teacher.models is empty)")
-    return {"teacher": best[0], "w": best[1], f"valid_{SELECT_BY}": best[2], "valid_grid": grid}
+    alone = float(per_example(ranks_from_scores(valid_lm, labels))[SELECT_BY].mean())
+    return {"teacher": best[0], "w": best[1], f"valid_{SELECT_BY}": best[2], "valid_grid": grid,
+            f"valid_{SELECT_BY}_unfused": round(alone, 5)}
 
 
 def fusion_row(choice: dict, test_teacher: np.ndarray, test_lm: np.ndarray, labels, *, n_boot: int) -> dict:

@@ -109,3 +109,20 @@ def format_table(rows: dict, keys=("hr@1", "hr@5", "ndcg@5"), *, intervals: bool
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r.get('n', '-')} |")
     return "\n".join(lines)
+
+
+def paired_difference(ranks_a, ranks_b, ks=DEFAULT_KS, *, n_boot: int = 10000, seed: int = 0) -> dict:
+    """b - a per metric over the same examples, with a paired percentile-bootstrap 95% interval: each
+    resample draws the same examples for both rows, so the interval is that of the difference."""
+    a, b = np.asarray(ranks_a), np.asarray(ranks_b)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired ranks must be two equal-length lists over the same examples; got {a.shape}, {b.shape}")
+    pa, pb = per_example(a, ks), per_example(b, ks)
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    out = {}
+    for m in pa:
+        d = pb[m] - pa[m]
+        boots = d[idx].mean(1)
+        out[m] = {"a": float(pa[m].mean()), "b": float(pb[m].mean()), "b_minus_a": float(d.mean()),
+                  "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+    return out

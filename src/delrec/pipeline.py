@@ -32,7 +32,7 @@ from delrec.metrics import MetricsFile
 from delrec.preflight import check_before_training
 from delrec.prompts.examples import build_stage1
 from delrec.report import results_table, write_report
-from delrec.runs import RunDir, digest, fresh, is_done, mark_done, provenance
+from delrec.runs import RunDir, digest, fresh, is_done, machine, mark_done, provenance
 from delrec.stages.loop import JsonlLog
 
 Until = Literal["teach", "distill", "finetune", "evaluate"]
@@ -292,7 +292,8 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
     elapsed = round(time.time() - start, 1)
     metrics.data["run"] = {"started": stamp["started"], "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "elapsed_s": elapsed, "resumed": resume, "processes": dist.world()[1],
-                           "threads_per_process": torch.get_num_threads(), "part_seconds": parts}
+                           "threads_per_process": torch.get_num_threads(), "machine": machine(),
+                           "part_seconds": parts}
     metrics.save()
     ctx.log.write(stage="run", event="run_end", until=until, methods=list(metrics.rows), elapsed_s=elapsed,
                   part_seconds=parts)

@@ -122,6 +122,27 @@ def git_commit() -> str | None:
         return None
 
 
+def machine() -> dict:
+    """The machine a number was measured on: CPU model, cores, torch threads and version, bf16 matrix units."""
+    import os
+    import platform
+
+    import torch
+
+    cpu, flags = platform.processor() or platform.machine(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine(), platform.processor()):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = line
+    except OSError:  # not Linux
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "amx_bf16": "amx_bf16" in flags.split(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+            else None}
+
+
 def provenance(cfg: RunConfig) -> dict:
     """What produced a run's results: delrec's version and commit, and the resolved config (its digest; the
     run folder's config.yaml holds it, and `delrec run --config <run>/config.yaml` runs it again)."""
