@@ -166,7 +166,27 @@ def test_choice_lists_are_the_ones_the_code_uses():
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
-def test_every_shipped_config_loads(name):
-    # A preset that the validation rejects is a broken install for whoever copies its command.
-    cfg = load_config(str(ROOT / "configs" / name))
-    assert cfg.data.dataset
+def test_every_shipped_config_loads_with_what_it_sets(name):
+    # A preset that the validation rejects is a broken install for whoever copies its command, and one whose
+    # settings are dropped or renamed on the way in silently runs another experiment: every value the YAML
+    # file writes must be the loaded config's value.
+    import yaml
+
+    cfg = load_config(str(ROOT / "configs" / name)).to_dict()
+    written = yaml.safe_load((ROOT / "configs" / name).read_text())
+
+    def leaves(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    checked = 0
+    for key, value in leaves(written):
+        loaded = cfg
+        for part in key.split("."):
+            loaded = loaded[part]
+        assert loaded == value, f"{name}: {key} is {loaded!r} after loading, the file says {value!r}"
+        checked += 1
+    assert checked >= 10 and cfg["data"]["dataset"] == written["data"]["dataset"]
