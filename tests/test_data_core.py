@@ -230,3 +230,22 @@ def test_prepare_reports_stats(tmp_path):
     stats = prep.prepare(DataConfig(dataset="synthetic", synthetic_users=20, synthetic_items=24))
     assert stats["users"] == 20 and {"items", "interactions", "mean_sequence_length",
                                      "items_without_titles"} <= set(stats)
+
+
+def test_the_hint_teacher_never_sees_a_training_target():
+    """delrec+hint's training hints come from a teacher trained on `before_training_targets(split)`: no
+    sequence it trains on holds the target of any LM training example of that user (nor anything after)."""
+    from helpers import world
+
+    from delrec.data.split import before_training_targets, make_split
+
+    ds, _ = world()
+    split = make_split(ds, "leave-one-out", seed=0, max_train_examples=0, train_examples_per_user=3)
+    cut = before_training_targets(split)
+    seqs = dict(zip(cut.train_users, cut.train_sequences))
+    full = dict(zip(split.train_users, split.train_sequences))
+    assert split.train and all(len(seqs[e.user]) <= len(e.history) for e in split.train)
+    assert all(seqs[u] == full[u][:len(seqs[u])] for u in seqs)  # a prefix of what the full teacher saw
+    users = {e.user for e in split.train}
+    assert all(seqs[u] == full[u] for u in full if u not in users)
+    assert cut.train == split.train and cut.valid == split.valid and cut.test == split.test

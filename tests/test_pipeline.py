@@ -167,6 +167,9 @@ def test_evaluate_scores_the_hint_row_as_the_run_did(demo_run, tmp_path):
     first = json.loads((run / "metrics.json").read_text())["rows"]
     assert list(rows) == list(first) == ["popularity", "sasrec", "delrec", "delrec+hint"]
     assert rows["delrec+hint"]["ndcg@5"] == pytest.approx(first["delrec+hint"]["ndcg@5"])
+    # its training hints came from the teacher trained before the training targets (eval.hint_train_teacher)
+    hint_teacher = json.loads((run / "teacher" / "sasrec-before-targets" / "done.json").read_text())
+    assert hint_teacher["model"] == "sasrec" and "before" in hint_teacher["trained_on"]
 
 
 def test_prompt_says_its_teacher_slots_are_stand_ins(capsys):

@@ -21,6 +21,7 @@ from delrec.choices import (
     DTYPES,
     EVAL_METHODS,
     FORMATS,
+    HINT_TRAIN_TEACHERS,
     LENGTH_NORMS,
     OPTIMIZERS,
     PROTOCOLS,
@@ -272,6 +273,10 @@ class EvalConfig:
     ablations: bool = False             # also delrec-no-ta and delrec-no-rps
     teacher_hint: bool = False          # beyond the paper: row delrec+hint
     hint_k: int = 5                     # delrec+hint: the teacher's top k of the example's own candidates
+    # delrec+hint's training prompts: hints from a teacher trained on sequences cut before each user's training
+    # targets (it has not seen them, as the teacher has not seen validation/test targets), or from the same
+    # teacher as at test time ("same": it has seen those targets, so its training hints are too good)
+    hint_train_teacher: str = "before-targets"
     order_robust: bool = False          # score under two candidate orders and average
     fusion: bool = False                # beyond the paper: rows <lm method>+fusion (teacher + w * LM scores)
     fusion_weights: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0])
@@ -285,6 +290,7 @@ class EvalConfig:
         for m in self.methods:
             _choice("eval.methods", m, EVAL_METHODS)
         _positive("eval.hint_k", self.hint_k)
+        _choice("eval.hint_train_teacher", self.hint_train_teacher, HINT_TRAIN_TEACHERS)
         _positive("eval.batch_size", self.batch_size)
         _positive("eval.bootstrap", self.bootstrap, minimum=0)
         if self.fusion and not self.fusion_weights:

@@ -44,6 +44,10 @@ class RunDir:
     def teacher_dir(self, cfg: RunConfig, model: str) -> Path:
         return self.path("teacher", model)
 
+    def hint_teacher_dir(self, cfg: RunConfig) -> Path:
+        """The teacher that writes delrec+hint's training hints (eval.hint_train_teacher: before-targets)."""
+        return self.path("teacher", f"{cfg.teacher.models[0]}-before-targets")
+
     def teacher_key(self, cfg: RunConfig, model: str) -> str:
         settings = asdict(cfg.teacher)
         settings.pop("models")  # which other teachers are reported does not change this one
@@ -56,8 +60,11 @@ class RunDir:
         return self.path("stage1", f"{variant}-{self.stage1_key(cfg, variant)}")
 
     def stage2_dir(self, cfg: RunConfig, method: str, stage1_key: str | None) -> Path:
-        key = digest(self.data_key(cfg), stage1_key, cfg.lm.settings(), cfg.stage2.settings(), cfg.eval.teacher_hint, method,
-                     cfg.seed)
+        parts = [self.data_key(cfg), stage1_key, cfg.lm.settings(), cfg.stage2.settings(), cfg.eval.teacher_hint,
+                 method, cfg.seed]
+        if method.endswith("+hint"):  # only there: the other methods keep their folders
+            parts.append(cfg.eval.hint_train_teacher)
+        key = digest(*parts)
         return self.path("stage2", f"{method}-{key}")
 
 

@@ -3,6 +3,7 @@ data's own split."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -100,3 +101,14 @@ def sample_train_examples(split: Split, *, seed: int, cap: int, min_history: int
         pool = rng.sample(pool, cap)
         pool.sort(key=lambda e: (e.user, len(e.history)))
     return pool
+
+
+def before_training_targets(split: Split) -> Split:
+    """The split with each training sequence cut before the earliest target of its user's LM training
+    examples: a teacher trained on it has never seen those targets, so its view of a training example is as
+    unknowing as the full teacher's view of a validation or test example (the hint of `delrec+hint`)."""
+    first = {}
+    for e in split.train:
+        first[e.user] = min(first.get(e.user, len(e.history)), len(e.history))
+    cut = [list(seq[:first.get(u, len(seq))]) for u, seq in zip(split.train_users, split.train_sequences)]
+    return dataclasses.replace(split, train_sequences=cut)
