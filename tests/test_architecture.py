@@ -85,3 +85,24 @@ def test_the_checker_sees_lazy_and_submodule_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from delrec import dist, DelrecError\n    from delrec.lm import packed\n")
     assert imports(probe, set(modules())) == {"delrec", "delrec.dist", "delrec.lm.packed"}
+
+
+def test_no_module_calls_another_modules_private_methods():
+    """A name with a leading underscore is its module's own: another module that needs it needs a public
+    name (the scoring passes share `CandidateScorer.embed`, `reduce`, `autocast`, `first_position_scores`)."""
+    mods = modules()
+    trees = {m: ast.parse(p.read_text()) for m, p in mods.items()}
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__")
+
+    defined = {m: {n.name for n in ast.walk(t) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   and private(n.name)} for m, t in trees.items()}
+    everywhere = set().union(*defined.values())
+    reached = []
+    for m, tree in trees.items():
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and private(node.attr) and node.attr in everywhere
+                    and node.attr not in defined[m]):
+                reached.append(f"{m}:{node.lineno} .{node.attr}")
+    assert not reached, "private names used outside their module: " + "; ".join(sorted(reached))

@@ -142,7 +142,7 @@ class UpperLayerScorer:
         width = max(len(v) for v in todo.values())  # pack() needs the same count per row: pad with repeats
         cands = [todo[k] + [todo[k][0]] * (width - len(todo[k])) for k in keys]
         prepared = sc.prepare_all(keys, soft_prompt)
-        with sc._autocast():
+        with sc.autocast():
             prompts_e, titles, pieces = embedded_pieces(sc, prepared, cands, soft_prompt)
             embeds, pos, layout, P = pack(prompts_e, pieces, titles)
             mask = packed_mask(model, layout, P, embeds.shape[1], embeds.dtype, embeds.device)
@@ -162,8 +162,8 @@ class UpperLayerScorer:
         if not keys:
             return
         sc = self.scorer
-        with sc._autocast():
-            embeds, mask, pos, lengths = sc._embed(sc.prepare_all(keys, soft_prompt), soft_prompt, left_pad=True)
+        with sc.autocast():
+            embeds, mask, pos, lengths = sc.embed(sc.prepare_all(keys, soft_prompt), soft_prompt, left_pad=True)
             states = lower_states(self.backbone.model, self.first_upper, inputs_embeds=embeds,
                                   attention_mask=mask, position_ids=pos, use_cache=False)
         L = states.shape[1]
@@ -181,10 +181,10 @@ class UpperLayerScorer:
         embeds, mask, pos = pad_rows([self.cache.rows[p][0].float() for p in prompts], left_pad=True)
         B, model = len(prompts), self.backbone.model
         keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
-        with self.scorer._autocast(), upper_only(model, self.first_upper, embeds):
+        with self.scorer.autocast(), upper_only(model, self.first_upper, embeds):
             last = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False,
                          **keep).logits[:, -1]
-        return self.scorer._first_position_scores(last, candidates, B, len(candidates[0]))
+        return self.scorer.first_position_scores(last, candidates, B, len(candidates[0]))
 
     def score(self, prompts: list[str], candidates: list[list[str]], soft_prompt=None) -> torch.Tensor:
         from delrec.lm.packed import scores_from_pieces
@@ -198,5 +198,5 @@ class UpperLayerScorer:
             prompt_states.append(ps.float())  # the residual stream runs in fp32, as in the full pass
             pieces.append([t.float() for t in ts])
         titles = [[self.scorer.title_ids(t) for t in cands] for cands in candidates]
-        with self.scorer._autocast():
+        with self.scorer.autocast():
             return scores_from_pieces(self.scorer, prompt_states, pieces, titles, self.first_upper)

@@ -72,7 +72,7 @@ def embedded_pieces(scorer, prepared, candidates, soft):
     """Input embeddings of each prompt ([lp, D], soft vectors spliced in) and of each title's fed tokens
     ([n - 1, D]: the last token is never fed); with the title token ids."""
     titles = [[scorer.title_ids(t) for t in cands] for cands in candidates]
-    prompt_emb, _, _, lengths = scorer._embed(prepared, soft, left_pad=True)
+    prompt_emb, _, _, lengths = scorer.embed(prepared, soft, left_pad=True)
     P = prompt_emb.shape[1]
     prompts = [prompt_emb[b, P - int(lp):] for b, lp in enumerate(lengths.tolist())]
     emb_layer = scorer.backbone.input_embeddings()
@@ -140,4 +140,4 @@ def scores_from_pieces(scorer, prompts, pieces, titles, first_upper: int | None 
     b_idx = torch.arange(B).repeat_interleave(C).unsqueeze(1).expand(B * C, T)
     b_idx, k_idx, tgt, tmask = (x.to(device) for x in (b_idx, k_idx, tgt, tmask))
     tok_lp = logits[b_idx, k_idx, tgt] - lse[b_idx, k_idx]
-    return scorer._reduce(tok_lp, tmask).view(B, C)
+    return scorer.reduce(tok_lp, tmask).view(B, C)

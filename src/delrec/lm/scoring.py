@@ -185,7 +185,7 @@ class CandidateScorer:
         return ids[:protect] + ids[protect + excess:], soft_at
 
     # ------------------------------------------------------------------ batching
-    def _embed(self, prepared, soft, left_pad: bool):
+    def embed(self, prepared, soft, left_pad: bool):
         """inputs_embeds [B, L, D], attention mask [B, L], position ids [B, L] and true lengths [B]."""
         emb = self.backbone.input_embeddings()
         device = emb.weight.device
@@ -212,7 +212,7 @@ class CandidateScorer:
         logits = logits.float()
         return logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
 
-    def _reduce(self, tok_lp, mask):
+    def reduce(self, tok_lp, mask):
         """Per-row mean/sum of token log-probs [N, T] under mask [N, T]."""
         maskf = mask.to(tok_lp.dtype)
         total = (tok_lp * maskf).sum(1)
@@ -220,7 +220,7 @@ class CandidateScorer:
             total = total / maskf.sum(1)
         return total
 
-    def _autocast(self):
+    def autocast(self):
         if not self.autocast_bf16:
             return nullcontext()
         return torch.autocast(device_type=self.backbone.device.type, dtype=torch.bfloat16)
@@ -239,12 +239,12 @@ class CandidateScorer:
         if soft_prompt is not None:
             soft_prompt.check(self.backbone)
         prepared = self.prepare_all(prompts, soft_prompt)
-        with self._autocast():
+        with self.autocast():
             if self.enc_dec:
                 return self._score_seq2seq(prepared, candidates, soft_prompt, C)
             return self._score_decoder(prepared, candidates, soft_prompt, C)
 
-    def _first_position_scores(self, logits, candidates, B, C):
+    def first_position_scores(self, logits, candidates, B, C):
         """first-token / index-letter from the answer position's logits [B, V]."""
         lp = torch.log_softmax(logits.float(), -1)
         if self.kind == "index-letter":
@@ -278,7 +278,7 @@ class CandidateScorer:
                 sub.batch_select_indices(prompt_of)  # replaces the fork's tensors; the original is kept
                 logits = run(tgt[:, :-1], tmask[:, :-1], prompt_of, sub)
                 tok_lp = torch.cat([tok_lp, self._token_logprobs(logits, tgt[:, 1:])], 1)
-            parts.append(self._reduce(tok_lp, tmask))
+            parts.append(self.reduce(tok_lp, tmask))
         inverse = torch.empty(len(ids), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(ids))
         return torch.cat(parts)[inverse.to(first.device)].view(B, C)
@@ -288,7 +288,7 @@ class CandidateScorer:
 
         model, B = self.backbone.model, len(prepared)
         cache_kw = "cache" if "cache" in forward_params(model) else "past_key_values"
-        embeds, mask, _, _ = self._embed(prepared, soft, left_pad=False)
+        embeds, mask, _, _ = self.embed(prepared, soft, left_pad=False)
         hidden = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         start = torch.full((B, 1), self.start_id, device=embeds.device)
         cont = self.kind == "title-likelihood"
@@ -298,7 +298,7 @@ class CandidateScorer:
         out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask,
                     decoder_input_ids=start, use_cache=cont)
         if not cont:
-            return self._first_position_scores(out.logits[:, 0], candidates, B, C)
+            return self.first_position_scores(out.logits[:, 0], candidates, B, C)
 
         def run(ids, tmask, prompt_of, cache):
             dec_mask = torch.cat([torch.ones_like(tmask[:, :1]), tmask], 1)  # start token + titles
@@ -319,12 +319,12 @@ class CandidateScorer:
         params = forward_params(model)
         cache_kw = "cache" if "cache" in params else "past_key_values"
         keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # skip logits for all prompt tokens
-        embeds, mask, pos, lengths = self._embed(prepared, soft, left_pad=True)
+        embeds, mask, pos, lengths = self.embed(prepared, soft, left_pad=True)
         cont = self.kind == "title-likelihood"
         out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=cont, **keep)
         last = out.logits[:, -1]  # left padding: the answer position is the last column of every row
         if not cont:
-            return self._first_position_scores(last, candidates, B, C)
+            return self.first_position_scores(last, candidates, B, C)
 
         def run(ids, tmask, prompt_of, cache):
             # Positions continue each row's true prompt length, whatever its left padding.
@@ -340,10 +340,10 @@ class CandidateScorer:
         if soft_prompt is not None:
             soft_prompt.check(self.backbone)
         rows = []
-        with self._autocast():
+        with self.autocast():
             for prompt, cands in zip(prompts, candidates):
                 prepared = self.prepare_all([prompt], soft_prompt)
-                embeds, mask, _, _ = self._embed(prepared, soft_prompt, left_pad=True)
+                embeds, mask, _, _ = self.embed(prepared, soft_prompt, left_pad=True)
                 row = []
                 for title in cands:
                     tgt = torch.tensor([self.title_ids(title)], device=embeds.device)
@@ -355,7 +355,7 @@ class CandidateScorer:
                         full = torch.cat([embeds, self.backbone.input_embeddings()(tgt)], 1)
                         logits = model(inputs_embeds=full, attention_mask=torch.ones_like(full[..., 0]),
                                        use_cache=False).logits[:, embeds.shape[1] - 1:-1]
-                    row.append(self._reduce(self._token_logprobs(logits, tgt), torch.ones_like(tgt))[0])
+                    row.append(self.reduce(self._token_logprobs(logits, tgt), torch.ones_like(tgt))[0])
                 rows.append(torch.stack(row))
         return torch.stack(rows)
 
