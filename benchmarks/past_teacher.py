@@ -37,7 +37,7 @@ def validation_choices(rows: dict) -> tuple[dict, dict]:
             continue
         for key, value in choice["valid_grid"].items():
             model, w = key.split("/w=")
-            if float(w) == 0:
+            if float(w) == 0 and name.endswith("+fusion"):  # one teacher alone (the +ensemble rows: a pair)
                 teachers[model] = value
         lm_rows[name] = choice["valid_ndcg@5"]
         lm_rows[choice["lm"]] = choice["valid_ndcg@5_unfused"]
@@ -59,9 +59,8 @@ def summary(rows: dict, n_boot: int) -> dict:
 
     out = {"n_test": rows[best_teacher]["n"],
            "rows": {name: {"hr@1": interval(r, "hr@1"), "ndcg@5": interval(r, "ndcg@5")}
-                    | ({"fused_teacher": r["fusion"]["teacher"], "w": r["fusion"]["w"],
-                        **({"second_teacher": r["fusion"]["second_teacher"]} if r["fusion"].get("second_teacher")
-                           else {})} if "fusion" in r else {})
+                    | ({k: r["fusion"][k] for k in ("teacher", "w", "second_teacher", "w_second", "lm")}
+                       if "fusion" in r else {})
                     for name, r in rows.items()},
            "valid_ndcg@5": {"teachers": teachers, "lm_based": lm_rows},
            "best_teacher": best_teacher, "best_lm": best_lm}

@@ -286,11 +286,14 @@ def test_fusion_rows_pick_w_on_validation_and_score_in_evaluate_and_recommend(de
     rows = json.loads((run / "metrics.json").read_text())["rows"]
     assert {"lsr-only+fusion", "delrec+fusion", "teacher-ensemble"} <= set(rows)
     cfg = load_config(str(run / "config.yaml"))
-    for name in ("lsr-only+fusion", "delrec+fusion", "teacher-ensemble"):
+    assert {"lsr-only+ensemble", "delrec+ensemble"} <= set(rows)
+    for name in ("lsr-only+fusion", "delrec+fusion", "teacher-ensemble", "delrec+ensemble"):
         choice = rows[name]["fusion"]
-        assert choice["w"] in cfg.eval.fusion_weights and len(rows[name]["ranks"]) == rows[name]["n"]
+        assert choice["w" if choice["lm"] else "w_second"] in cfg.eval.fusion_weights
+        assert len(rows[name]["ranks"]) == rows[name]["n"]
         # w = 0 is the teacher alone, so the chosen pair is at least as good on validation
-        assert choice["valid_ndcg@5"] >= choice["valid_grid"][f"{choice['teacher']}/w=0"] - 1e-5  # grid: 5 decimals
+        base = "teacher-ensemble" if name.endswith("+ensemble") else choice["teacher"]
+        assert choice["valid_ndcg@5"] >= choice["valid_grid"][f"{base}/w=0"] - 1e-5  # grid: 5 decimals
     assert len(rows["delrec+fusion"]["fusion"]["valid_grid"]) == 2 * len(cfg.eval.fusion_weights)
 
     # the choice never looks at the test file: other test candidates and other LM test scores, same choice
@@ -309,7 +312,7 @@ def test_fusion_rows_pick_w_on_validation_and_score_in_evaluate_and_recommend(de
     test_file = next((run / "candidates").glob("test-*.jsonl"))
     assert main(["evaluate", "--run", str(run), "--candidates", str(test_file)]) == 0
     scored = json.loads((run / "evaluations" / f"{test_file.stem}.metrics.json").read_text())["rows"]
-    for name in ("lsr-only+fusion", "delrec+fusion", "teacher-ensemble"):
+    for name in ("lsr-only+fusion", "delrec+fusion", "teacher-ensemble", "delrec+ensemble"):
         assert scored[name]["ranks"] == rows[name]["ranks"]
     capsys.readouterr()
     assert main(["recommend", "--run", str(run), "--history", "i0,i1,i2", "--method", "delrec+fusion"]) == 0

@@ -51,11 +51,6 @@ def choose(valid_teachers: dict[str, np.ndarray], valid_lm: np.ndarray, labels, 
             f"valid_{SELECT_BY}_unfused": round(alone, 5)}
 
 
-def fusion_row(choice: dict, test_teacher: np.ndarray, test_lm: np.ndarray, labels, *, n_boot: int) -> dict:
-    row = summarize(ranks_from_scores(fuse(test_teacher, test_lm, choice["w"]), labels), n_boot=n_boot)
-    return row | {"fusion": choice}
-
-
 def load_scores(folder: Path, name: str) -> np.ndarray:
     path = Path(folder) / name
     if not path.exists():
@@ -65,46 +60,57 @@ def load_scores(folder: Path, name: str) -> np.ndarray:
 
 
 def fusion_rows(run, cfg, teachers: dict, cands: dict, methods) -> dict[str, dict]:
-    """`<method>+fusion` rows for the trained LM methods among `methods`, from the scores their stage 2 saved
-    on the run's validation and test candidate files, and the control row `teacher-ensemble`: the best pair of
-    two teachers fused the same way (is the LM worth more to a teacher than a second teacher is?). Each row
-    carries its choice under "fusion"; fusion.json in the run keeps them for `delrec evaluate` / `recommend`."""
+    """From the scores each trained LM method's stage 2 saved on the validation and test candidate files:
+    `<method>+fusion` (a teacher + w x the LM), the control `teacher-ensemble` (the best pair of teachers fused
+    the same way: is the LM worth more to a teacher than a second teacher is?) and `<method>+ensemble` (that
+    pair + w x the LM: does the LM add anything beyond a teacher ensemble?). Each row carries its choice
+    under "fusion"; fusion.json in the run keeps them for `delrec evaluate` / `recommend`."""
     from delrec.runs import stage2_folders
     from delrec.teachers.evaluation import candidate_scores
 
     labels = {name: [c.target_index for c in cands[name]] for name in ("valid", "test")}
     scores = {name: {m: candidate_scores(t, cands[name]) for m, t in teachers.items()} for name in ("valid", "test")}
-    out = {}
-    for method, folder in stage2_folders(run, cfg).items():
-        if method in methods:
-            choice = choose(scores["valid"], load_scores(folder, "valid_scores.npy"), labels["valid"],
-                            cfg.eval.fusion_weights) | {"lm": method}
-            out[method + FUSION_SUFFIX] = fusion_row(choice, scores["test"][choice["teacher"]],
-                                                     load_scores(folder, "test_scores.npy"), labels["test"],
-                                                     n_boot=cfg.eval.bootstrap)
+    weights, n_boot = cfg.eval.fusion_weights, cfg.eval.bootstrap
+    lms = {m: {name: load_scores(folder, f"{name}_scores.npy") for name in ("valid", "test")}
+           for m, folder in stage2_folders(run, cfg).items() if m in methods}
+    out, choices = {}, {}
+    for method, lm in lms.items():
+        choices[method + FUSION_SUFFIX] = choose(scores["valid"], lm["valid"], labels["valid"], weights) | {
+            "lm": method, "second_teacher": None, "w_second": 0.0}
     pairs = {}
     for second in teachers if len(teachers) > 1 else []:
         others = {m: s for m, s in scores["valid"].items() if m != second}
-        pairs[second] = choose(others, scores["valid"][second], labels["valid"], cfg.eval.fusion_weights)
+        pairs[second] = choose(others, scores["valid"][second], labels["valid"], weights)
     if pairs:
-        second, choice = max(pairs.items(), key=lambda kv: kv[1][f"valid_{SELECT_BY}"])
-        out[ENSEMBLE] = fusion_row(choice | {"lm": None, "second_teacher": second}, scores["test"][choice["teacher"]],
-                                   scores["test"][second], labels["test"], n_boot=cfg.eval.bootstrap)
+        second, pair = max(pairs.items(), key=lambda kv: kv[1][f"valid_{SELECT_BY}"])
+        ensemble = pair | {"lm": None, "second_teacher": second, "w_second": pair["w"], "w": 0.0}
+        choices[ENSEMBLE] = ensemble
+        base = fused_scores(ensemble, scores["valid"], None)
+        for method, lm in lms.items():
+            picked = choose({ENSEMBLE: base}, lm["valid"], labels["valid"], weights)
+            choices[method + ENSEMBLE_SUFFIX] = picked | {k: ensemble[k] for k in ("teacher", "second_teacher",
+                                                                                   "w_second")} | {"lm": method}
+    for name, choice in choices.items():
+        fused = fused_scores(choice, scores["test"], lms[choice["lm"]]["test"] if choice["lm"] else None)
+        out[name] = summarize(ranks_from_scores(fused, labels["test"]), n_boot=n_boot) | {"fusion": choice}
     return out
 
 
 ENSEMBLE = "teacher-ensemble"
+ENSEMBLE_SUFFIX = "+ensemble"
 
 
 def is_fusion(method: str) -> bool:
-    return method.endswith(FUSION_SUFFIX)
+    return method.endswith((FUSION_SUFFIX, ENSEMBLE_SUFFIX))
 
 
 def fused_scores(choice: dict, teacher_scores: dict[str, np.ndarray], lm_scores: np.ndarray | None) -> np.ndarray:
-    """A stored choice applied to new candidate sets: the fused teacher's scores (`teacher_scores` by model)
-    plus w times the LM's, or the second teacher's for `teacher-ensemble`."""
-    other = teacher_scores[choice["second_teacher"]] if choice.get("second_teacher") else lm_scores
-    return fuse(teacher_scores[choice["teacher"]], other, choice["w"])
+    """A stored choice applied to candidate sets: its teacher's scores (`teacher_scores` by model), fused
+    with its second teacher's (w_second) when it has one, then with the LM's (w) when it has one."""
+    s = teacher_scores[choice["teacher"]]
+    if choice.get("second_teacher"):
+        s = fuse(s, teacher_scores[choice["second_teacher"]], choice["w_second"])
+    return fuse(s, lm_scores, choice["w"]) if choice.get("lm") else s
 
 
 def read_choices(run_root: Path) -> dict[str, dict]:

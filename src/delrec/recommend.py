@@ -192,9 +192,12 @@ def apply_choice(choice: dict, teachers: dict, sets: list[CandidateSet], lm_scor
 
 
 def fusion_meaning(choice: dict) -> str:
-    other = choice.get("second_teacher") or f"the LM ({choice['lm']})"
-    return (f"{choice['teacher']}'s standardised score + {choice['w']:g} x {other}'s standardised score "
-            f"(each standardised over the candidates; w chosen on the run's validation users; higher is better)")
+    text = f"{choice['teacher']}'s standardised score"
+    if choice.get("second_teacher"):
+        text = f"({text} + {choice['w_second']:g} x {choice['second_teacher']}'s, standardised again)"
+    if choice.get("lm"):
+        text += f" + {choice['w']:g} x the LM's ({choice['lm']}) standardised score"
+    return text + " (standardised over the candidates; weights chosen on the run's validation users; higher is better)"
 
 
 def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: list[CandidateSet]

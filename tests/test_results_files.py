@@ -1,0 +1,44 @@
+"""Committed results re-derive from what is committed: every paired interval in past_teacher.json is what
+`paired_difference` gives from the per-example ranks of the metrics file it names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from delrec.metrics import paired_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+PAST = ROOT / "benchmarks" / "results" / "past_teacher.json"
+PAIRS = {"best_lm_minus_best_teacher": ("best_teacher", "best_lm"),
+         "teacher_ensemble_minus_best_teacher": ("best_teacher", "teacher-ensemble"),
+         "best_lm_minus_teacher_ensemble": ("teacher-ensemble", "best_lm"),
+         "delrec_minus_lsr_only": ("lsr-only", "delrec")}
+
+
+def entries():
+    if not PAST.exists():
+        return []
+    doc = json.loads(PAST.read_text())
+    return [(d, s, e) for d, v in doc["datasets"].items() for s, e in v["seeds"].items()]
+
+
+@pytest.mark.parametrize(("dataset", "seed", "entry"), entries(), ids=lambda x: x if isinstance(x, str) else "")
+def test_past_teacher_intervals_come_from_the_stored_ranks(dataset, seed, entry):
+    rows = json.loads((ROOT / entry["source"]).read_text())["rows"]
+    checked = 0
+    for key, (a, b) in PAIRS.items():
+        if f"{key}_hr@1" not in entry:
+            continue
+        a, b = entry.get(a, a), entry.get(b, b)  # "best_teacher" -> the teacher it names
+        d = paired_difference(rows[a]["ranks"], rows[b]["ranks"], n_boot=10000)
+        for metric in ("hr@1", "ndcg@5"):
+            want = [d[metric]["b_minus_a"], *d[metric]["ci95"]]
+            assert entry[f"{key}_{metric}"] == pytest.approx(want, abs=6e-5), (key, metric)
+            checked += 1
+    for name, row in entry["rows"].items():
+        assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
+        assert len(rows[name]["ranks"]) == rows[name]["n"] == entry["n_test"]
+    assert checked >= 2
