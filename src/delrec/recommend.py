@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from delrec import DelrecError
+from delrec import DelrecError, dist
 from delrec.config import RunConfig, load_config
 from delrec.console import header
 from delrec.data.candidates import CandidateSet, read_candidates, sample_negatives
@@ -247,15 +247,17 @@ def evaluate_command(run: str, candidates: str, out: str | None = None) -> dict:
     dataset = load_dataset(cfg.data)
     sets = read_candidates(path, dataset)  # before any model loads: a bad file is named at once
     out_path = Path(out) if out else run_dir / "evaluations" / f"{path.stem}.metrics.json"
+    main = dist.is_main()  # under torchrun every process scores its share; one writes
     metrics = MetricsFile(out_path, dataset=dataset.name, protocol=cfg.data.protocol,
-                          candidates=len(sets[0].candidates), fresh=True)
+                          candidates=len(sets[0].candidates), fresh=True, write=main)
     stamp = provenance(cfg) | {"config": (run_dir / "config.yaml").as_posix()}
     metrics.data |= {"candidates_file": str(path), "run": str(run_dir), "produced_by": stamp}
     for method, row in score_every_method(run_dir, cfg, dataset, sets):
         metrics.add(method, row)
     table_path = out_path.with_name(out_path.name.removesuffix(".json").removesuffix(".metrics") + ".results.md")
     source = f"Scored by `delrec evaluate` on {path} ({len(sets)} examples) with the models of run {run_dir}."
-    atomic_write_text(table_path, results_markdown("Evaluation", metrics.data, cfg, source))
-    print(results_table(metrics.rows, cfg))
-    print(f"wrote {out_path} and {table_path}")
+    if main:
+        atomic_write_text(table_path, results_markdown("Evaluation", metrics.data, cfg, source))
+        print(results_table(metrics.rows, cfg))
+        print(f"wrote {out_path} and {table_path}")
     return metrics.rows
