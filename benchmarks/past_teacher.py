@@ -1,9 +1,13 @@
-"""Past the teacher (issue 24): does an LM-based row beat the best teacher? From a run's metrics.json (per-example
-ranks and fusion choices stored in it), written into benchmarks/results/past_teacher.json under its dataset
-and seed; the other datasets and seeds already there are kept.
+"""Past the teacher (issue 24): does an LM-based row beat the best teacher? From the metrics.json of one or more
+runs of one training seed on the same candidate file (per-example ranks and fusion choices stored in them),
+written into benchmarks/results/past_teacher.json under its dataset and seed; other entries are kept.
 
     python benchmarks/past_teacher.py --dataset ml-100k --seed 0 \
         --metrics benchmarks/results/ml-100k/past_teacher/seed0.metrics.json --command "the run's command"
+
+Several files (e.g. a run that adds delrec+hint on the first run's teachers and candidates) are merged by row
+name; a row in two files must have the same per-example ranks there (the teachers do), else they were not
+scored on the same test file and the script stops.
 
 Both sides are chosen on validation users, never on the test file: the best teacher is the one whose scores
 alone (w = 0 of the fusion grid) have the best validation NDCG@5; the best LM-based row is the one with the
@@ -75,26 +79,48 @@ def summary(rows: dict, n_boot: int) -> dict:
     for key, (a, b) in pairs.items():
         for metric, value in diff(a, b).items():
             out[f"{key}_{metric}"] = value
+    # Every other comparison the README cites, each named by its two rows: the LM rows against popularity and
+    # the best teacher, and each fused row against the teacher it was fused with (does the LM add to it?).
+    cited = [("popularity", m) for m in lm_rows if "+" not in m]
+    cited += [(best_teacher, m) for m in lm_rows if m != best_lm]
+    cited += [(rows[m]["fusion"]["teacher"], m) for m in lm_rows if "fusion" in rows[m]]
+    out["paired"] = {f"{b} - {a}": {"a": a, "b": b} | diff(a, b) for a, b in dict.fromkeys(cited)}
     return out
+
+
+def merged_rows(paths: list[Path]) -> dict:
+    rows: dict = {}
+    for path in paths:
+        for name, row in json.loads(path.read_text())["rows"].items():
+            if name in rows and rows[name]["ranks"] != row["ranks"]:
+                sys.exit(f"past_teacher: {path}: row {name!r} has other per-example ranks than in an earlier "
+                         "file; the runs were not scored on the same test file")
+            rows.setdefault(name, row)
+    return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--seed", type=int, required=True, help="the run's training seed")
-    ap.add_argument("--metrics", type=Path, required=True, help="a run's metrics.json, committed under results/")
-    ap.add_argument("--command", required=True, help="the command that produced the run")
+    ap.add_argument("--metrics", type=Path, nargs="+", required=True,
+                    help="the metrics.json of the seed's runs, committed under results/")
+    ap.add_argument("--command", action="append", required=True,
+                    help="the command that produced each run, in the order of --metrics (repeat it)")
     ap.add_argument("--boot", type=int, default=10000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "past_teacher.json")
     args = ap.parse_args(argv)
     from delrec.io import atomic_write_text
     from delrec.runs import git_commit, machine
 
-    data = json.loads(args.metrics.read_text())
+    if len(args.command) != len(args.metrics):
+        sys.exit(f"past_teacher: {len(args.metrics)} metrics files but {len(args.command)} --command")
+    first = json.loads(args.metrics[0].read_text())
     doc = json.loads(args.out.read_text()) if args.out.exists() else {"what": __doc__.split("\n\n")[0]}
-    entry = summary(data["rows"], args.boot) | {
-        "source": args.metrics.resolve().relative_to(ROOT).as_posix() if args.metrics.resolve().is_relative_to(ROOT)
-        else str(args.metrics), "command": args.command, "run": data.get("run"), "produced_by": data.get("produced_by"),
+    entry = summary(merged_rows(args.metrics), args.boot) | {
+        "sources": [m.resolve().relative_to(ROOT).as_posix() if m.resolve().is_relative_to(ROOT) else str(m)
+                    for m in args.metrics],
+        "commands": args.command, "run": first.get("run"), "produced_by": first.get("produced_by"),
         "summarised": {"commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
                        "tool": "python benchmarks/past_teacher.py " + " ".join(argv or sys.argv[1:])}}
     doc.setdefault("datasets", {}).setdefault(args.dataset, {}).setdefault("seeds", {})[str(args.seed)] = entry

@@ -1,5 +1,5 @@
 """Committed results re-derive from what is committed: every paired interval in past_teacher.json is what
-`paired_difference` gives from the per-example ranks of the metrics file it names."""
+`paired_difference` gives from the per-example ranks of the metrics files it names."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def entries():
 
 @pytest.mark.parametrize(("dataset", "seed", "entry"), entries(), ids=lambda x: x if isinstance(x, str) else "")
 def test_past_teacher_intervals_come_from_the_stored_ranks(dataset, seed, entry):
-    rows = json.loads((ROOT / entry["source"]).read_text())["rows"]
+    rows = {}
+    for source in entry["sources"]:
+        rows |= {k: v for k, v in json.loads((ROOT / source).read_text())["rows"].items() if k not in rows}
     checked = 0
     for key, (a, b) in PAIRS.items():
         if f"{key}_hr@1" not in entry:
@@ -38,6 +40,10 @@ def test_past_teacher_intervals_come_from_the_stored_ranks(dataset, seed, entry)
             want = [d[metric]["b_minus_a"], *d[metric]["ci95"]]
             assert entry[f"{key}_{metric}"] == pytest.approx(want, abs=6e-5), (key, metric)
             checked += 1
+    for name, pair in entry["paired"].items():
+        d = paired_difference(rows[pair["a"]]["ranks"], rows[pair["b"]]["ranks"], n_boot=10000)
+        for metric in ("hr@1", "ndcg@5"):
+            assert pair[metric] == pytest.approx([d[metric]["b_minus_a"], *d[metric]["ci95"]], abs=6e-5), name
     for name, row in entry["rows"].items():
         assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
         assert len(rows[name]["ranks"]) == rows[name]["n"] == entry["n_test"]
