@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     from delrec.config import load_config
     from delrec.data.candidates import read_candidates
     from delrec.data.registry import load_dataset
-    from delrec.methods import build_split
+    from delrec.lm_rows import build_split
     from delrec.metrics import per_example, ranks_from_scores
     from delrec.runs import RunDir
     from delrec.teachers.evaluation import candidate_scores

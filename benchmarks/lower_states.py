@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     from delrec.config import load_config
     from delrec.data.candidates import read_candidates
     from delrec.data.registry import load_dataset
-    from delrec.methods import lsr_examples, new_lm, prompt_builder
+    from delrec.lm_rows import lsr_examples, new_lm, prompt_builder
     from delrec.runs import RunDir
     from delrec.stages.finetune import add_adalora, finetune
 

@@ -106,3 +106,22 @@ def test_no_module_calls_another_modules_private_methods():
                     and node.attr not in defined[m]):
                 reached.append(f"{m}:{node.lineno} .{node.attr}")
     assert not reached, "private names used outside their module: " + "; ".join(sorted(reached))
+
+
+def test_only_the_method_table_decodes_method_names():
+    """Which row a name is (hint, fused, trained, ...) is read from delrec.methods; no other module builds or
+    matches a row name from pieces (`name + "+fusion"`, `name.endswith("+hint")`, `name == "lsr-only"`)."""
+    from delrec.methods import METHODS
+
+    rows = {n for n in METHODS if n not in ("delrec", "popularity", "teachers")}  # also ordinary words here
+    found = []
+    for mod, path in modules().items():
+        if mod == "delrec.methods":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                if node.value in rows or any(s in node.value for s in ("+hint", "+fusion", "+ensemble")):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert not found, "method names spelt outside delrec.methods: " + "; ".join(found)

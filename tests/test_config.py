@@ -16,6 +16,7 @@ from delrec.config import (
     TeacherConfig,
     load_config,
 )
+from delrec.methods import EVAL_METHODS, METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +163,7 @@ def test_choice_lists_are_the_ones_the_code_uses():
     from delrec.teachers import TEACHERS
 
     assert set(TEACHERS) == set(choices.TEACHER_NAMES)
-    assert set(choices.SOFT_PROMPT_METHODS) <= set(choices.EVAL_METHODS)
+    assert {m.name for m in METHODS.values() if m.stage1_tasks} <= set(EVAL_METHODS)
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))

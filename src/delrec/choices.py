@@ -24,9 +24,7 @@ SOFT_INITS = ("vocab", "normal")
 
 OPTIMIZERS = ("adamw", "lion")
 
-# eval.methods; the last three train a soft prompt in stage 1 (with the stage-1 tasks each one keeps)
-SOFT_PROMPT_METHODS = {"delrec": ("ta", "rps"), "delrec-no-ta": ("rps",), "delrec-no-rps": ("ta",)}
-EVAL_METHODS = ("popularity", "teachers", "lm-zero-shot", "lsr-only", *SOFT_PROMPT_METHODS)
+# eval.methods and every other row of a run: the method table, delrec.methods
 
 # eval.hint_train_teacher: which teacher writes the hints of delrec+hint's training prompts
 HINT_TRAIN_TEACHERS = ("before-targets", "same")

@@ -19,7 +19,6 @@ from delrec.choices import (
     CANDIDATE_PASSES,
     DATASET_DOMAINS,
     DTYPES,
-    EVAL_METHODS,
     FORMATS,
     HINT_TRAIN_TEACHERS,
     LENGTH_NORMS,
@@ -27,10 +26,10 @@ from delrec.choices import (
     PROTOCOLS,
     SCORERS,
     SOFT_INITS,
-    SOFT_PROMPT_METHODS,
     TEACHER_LOSSES,
     TEACHER_NAMES,
 )
+from delrec.methods import DEFAULT_METHODS, EVAL_METHODS, METHODS, run_methods
 from delrec.typed_yaml import build_dataclass, read_tree
 
 
@@ -269,7 +268,7 @@ class Stage2Config(StageConfig):
 
 @dataclass
 class EvalConfig:
-    methods: list = field(default_factory=lambda: ["popularity", "teachers", "lm-zero-shot", "lsr-only", "delrec"])
+    methods: list = field(default_factory=lambda: list(DEFAULT_METHODS))  # delrec.methods: every row
     ablations: bool = False             # also delrec-no-ta and delrec-no-rps
     teacher_hint: bool = False          # beyond the paper: row delrec+hint
     hint_k: int = 5                     # delrec+hint: the teacher's top k of the example's own candidates
@@ -301,7 +300,7 @@ class EvalConfig:
 
     @property
     def uses_soft_prompt(self) -> bool:
-        return self.ablations or self.teacher_hint or any(m in SOFT_PROMPT_METHODS for m in self.methods)
+        return any(METHODS[m].soft_prompt for m in run_methods(self))
 
 
 @dataclass

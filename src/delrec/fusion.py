@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from delrec import DelrecError
+from delrec.methods import ENSEMBLE, fused_row
 from delrec.metrics import per_example, ranks_from_scores, summarize
 
-FUSION_SUFFIX = "+fusion"
 SELECT_BY = "ndcg@5"
 
 
@@ -75,7 +75,7 @@ def fusion_rows(run, cfg, teachers: dict, cands: dict, methods) -> dict[str, dic
            for m, folder in stage2_folders(run, cfg).items() if m in methods}
     out, choices = {}, {}
     for method, lm in lms.items():
-        choices[method + FUSION_SUFFIX] = choose(scores["valid"], lm["valid"], labels["valid"], weights) | {
+        choices[fused_row(method, "teacher")] = choose(scores["valid"], lm["valid"], labels["valid"], weights) | {
             "lm": method, "second_teacher": None, "w_second": 0.0}
     pairs = {}
     for second in teachers if len(teachers) > 1 else []:
@@ -88,20 +88,12 @@ def fusion_rows(run, cfg, teachers: dict, cands: dict, methods) -> dict[str, dic
         base = fused_scores(ensemble, scores["valid"], None)
         for method, lm in lms.items():
             picked = choose({ENSEMBLE: base}, lm["valid"], labels["valid"], weights)
-            choices[method + ENSEMBLE_SUFFIX] = picked | {k: ensemble[k] for k in ("teacher", "second_teacher",
+            choices[fused_row(method, "ensemble")] = picked | {k: ensemble[k] for k in ("teacher", "second_teacher",
                                                                                    "w_second")} | {"lm": method}
     for name, choice in choices.items():
         fused = fused_scores(choice, scores["test"], lms[choice["lm"]]["test"] if choice["lm"] else None)
         out[name] = summarize(ranks_from_scores(fused, labels["test"]), n_boot=n_boot) | {"fusion": choice}
     return out
-
-
-ENSEMBLE = "teacher-ensemble"
-ENSEMBLE_SUFFIX = "+ensemble"
-
-
-def is_fusion(method: str) -> bool:
-    return method.endswith((FUSION_SUFFIX, ENSEMBLE_SUFFIX))
 
 
 def fused_scores(choice: dict, teacher_scores: dict[str, np.ndarray], lm_scores: np.ndarray | None) -> np.ndarray:

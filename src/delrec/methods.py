@@ -1,81 +1,90 @@
-"""How a run builds and scores its methods: the split, the prompts, the LM, the teacher's hints and the test
-row of an LM method on any candidate sets. `delrec run` (pipeline) trains with them; `delrec evaluate` and
-`delrec recommend` (recommend) reuse them on a finished run, so a run's own test file scores the same there.
+"""Every row a run can report, declared once and in the order runs report them: what each row needs (a
+teacher, a stage-1 soft prompt, stage-2 adapters, the teacher's hint in the prompt, fused scores) and the
+setting that turns it on. The pipeline, `delrec evaluate`, `delrec recommend --method`, the preflight checks
+and the config read this table; no other module decodes a row's kind from its name.
+
+Adding a row is one entry here plus the code that trains or scores it.
 """
 
 from __future__ import annotations
 
-import random
+from dataclasses import dataclass
 
-from delrec.config import RunConfig
-from delrec.data.candidates import CandidateSet
-from delrec.data.sequences import Dataset
-from delrec.data.split import Split, make_split
-from delrec.evaluate import metric_row, score_examples
-from delrec.prompts.examples import PromptBuilder
+from delrec import DelrecError
 
 
-def build_split(cfg: RunConfig, dataset: Dataset) -> Split:
-    """The run's split (seeded by data.seed), valid/test subsampled to data.max_eval_examples."""
-    split = make_split(dataset, cfg.data.protocol, seed=cfg.data.seed, max_train_examples=cfg.data.max_train_examples,
-                       train_examples_per_user=cfg.data.train_examples_per_user)
-    if cfg.data.max_eval_examples:
-        rng = random.Random(cfg.data.seed + 7)
-        for name in ("valid", "test"):
-            rows = getattr(split, name)
-            if len(rows) > cfg.data.max_eval_examples:
-                setattr(split, name, sorted(rng.sample(rows, cfg.data.max_eval_examples), key=lambda e: e.user))
-    return split
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str                            # baseline | teacher | lm | fused
+    switch: str                          # the eval setting that turns the row on
+    stage1_tasks: tuple[str, ...] = ()   # this row distils its own soft prompt on these stage-1 tasks
+    soft_prompt: str | None = None       # the row whose stage-1 soft prompt it uses (None: no soft prompt)
+    stage2: bool = False                 # AdaLoRA adapters fine-tuned in stage 2
+    hint: bool = False                   # the teacher's ranking of the example's candidates is in the prompt
+    base: str | None = None              # fused rows: the LM row fused in (None: teachers only)
+    fuses: str = ""                      # fused rows: "teacher" (one teacher) or "ensemble" (the teacher pair)
+    paper: bool = True                   # a row of the paper's tables (False: beyond the paper)
+
+    @property
+    def uses_lm(self) -> bool:
+        return self.kind == "lm" or self.base is not None
 
 
-def prompt_builder(cfg: RunConfig, dataset: Dataset) -> PromptBuilder:
-    """The prompts of a run: its dataset's titles and domain, the distilled teacher, the configured history
-    length, candidate count and scorer (index-letter lists candidates as letters)."""
-    return PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
-                         cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates,
-                         cfg.lm.title_years)
+def _lm(name: str, switch: str = "eval.methods", tasks: tuple[str, ...] = (), **kw) -> Method:
+    soft_prompt = kw.pop("soft_prompt", name if tasks else None)
+    return Method(name, "lm", switch, tasks, soft_prompt, **kw)
 
 
-def new_lm(cfg: RunConfig):
-    from delrec.lm.backbone import load_backbone
-    from delrec.lm.scoring import scorer_from_config
+_ROWS = [
+    Method("popularity", "baseline", "eval.methods"),
+    Method("teachers", "teacher", "eval.methods"),  # one row per model of teacher.models, named by the model
+    _lm("lm-zero-shot"),
+    _lm("lsr-only", stage2=True),
+    _lm("delrec", tasks=("ta", "rps"), stage2=True),
+    _lm("delrec-no-ta", "eval.ablations", ("rps",), stage2=True),
+    _lm("delrec-no-rps", "eval.ablations", ("ta",), stage2=True),
+    _lm("delrec+hint", "eval.teacher_hint", soft_prompt="delrec", stage2=True, hint=True, paper=False),
+]
+_TRAINED = [m.name for m in _ROWS if m.stage2]
+# Fused rows (fusion.py): each trained row + one teacher, the teacher pair alone, each trained row + the pair.
+_ROWS += [Method(f"{b}+fusion", "fused", "eval.fusion", base=b, fuses="teacher", paper=False) for b in _TRAINED]
+_ROWS += [Method("teacher-ensemble", "fused", "eval.fusion", fuses="ensemble", paper=False)]
+_ROWS += [Method(f"{b}+ensemble", "fused", "eval.fusion", base=b, fuses="ensemble", paper=False) for b in _TRAINED]
 
-    return scorer_from_config(load_backbone(cfg.lm), cfg.lm)
-
-
-def lsr_examples(cfg: RunConfig, builder: PromptBuilder, sets: list[CandidateSet], soft: bool,
-                 hint_teacher=None) -> list:
-    """LSR prompts for candidate sets; with a teacher, its ranking of each example's candidates goes into the
-    prompt (delrec+hint)."""
-    hints = candidate_hints(hint_teacher, sets, cfg.eval.hint_k) if hint_teacher else [None] * len(sets)
-    return [builder.lsr(c, soft=soft, hint=h) for c, h in zip(sets, hints)]
-
-
-def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512) -> list[list[int]]:
-    """The teacher's top k of each example's own candidates, best first. Its global top-k (the paper's view of
-    the teacher) mostly misses the 20 candidates, so it tells the LM little about the choice at hand."""
-    out = []
-    for lo in range(0, len(sets), chunk):
-        part = sets[lo:lo + chunk]
-        scores = teacher.scores([c.history for c in part])
-        for c, s in zip(part, scores):
-            cands = list(c.candidates)
-            ranked = sorted(range(len(cands)), key=lambda j: (-float(s[cands[j]]), j))
-            out.append([cands[j] for j in ranked[:k]])
-    return out
+METHODS: dict[str, Method] = {m.name: m for m in _ROWS}
+# eval.methods: the rows a user lists there (the ablations may also be turned on by eval.ablations)
+EVAL_METHODS = tuple(m.name for m in _ROWS if m.switch in ("eval.methods", "eval.ablations"))
+DEFAULT_METHODS = tuple(m.name for m in _ROWS if m.switch == "eval.methods")  # eval.methods' default
+TRAINED_METHODS = tuple(_TRAINED)  # the rows with a stage 2, in report order
+ENSEMBLE = "teacher-ensemble"
 
 
-def lm_test_row(cfg: RunConfig, builder: PromptBuilder, scorer, soft, sets: list[CandidateSet], method: str,
-                hint_teacher=None) -> dict:
-    """Metric row, with its "scores", of an LM method on candidate sets (the run's test file or any other);
-    with eval.order_robust also scored in the reversed candidate order and the two averaged."""
-    def examples(part):
-        return lsr_examples(cfg, builder, part, soft is not None, hint_teacher)
+def method(name: str) -> Method:
+    if name not in METHODS:
+        raise DelrecError(f"unknown method {name!r}; methods: {', '.join(METHODS)}")
+    return METHODS[name]
 
-    ex = examples(sets)
-    scores = score_examples(scorer, ex, soft, batch_size=cfg.eval.batch_size, desc=f"test {method}")
-    if cfg.eval.order_robust:
-        rev_sets = [CandidateSet(c.user, c.history, c.candidates[::-1], c.target) for c in sets]
-        rev = score_examples(scorer, examples(rev_sets), soft, batch_size=cfg.eval.batch_size)
-        scores = 0.5 * (scores + rev[:, ::-1])
-    return metric_row(scores, [e.label for e in ex], n_boot=cfg.eval.bootstrap) | {"scores": scores}
+
+def fused_row(base: str | None, fuses: str) -> str:
+    """The name of the fused row of `base` (None: the teachers-only ensemble)."""
+    for m in _ROWS:
+        if m.kind == "fused" and m.base == base and m.fuses == fuses:
+            return m.name
+    raise DelrecError(f"no fused row of {base!r} ({fuses})")
+
+
+def is_on(name: str, ev) -> bool:
+    """Whether an eval config (EvalConfig) turns row `name` on; fused rows: when eval.fusion is on (each is
+    then reported when its LM row was trained)."""
+    m = method(name)
+    if m.switch == "eval.methods":
+        return name in ev.methods
+    if m.switch == "eval.ablations":
+        return ev.ablations or name in ev.methods
+    return bool(getattr(ev, m.switch.removeprefix("eval.")))
+
+
+def run_methods(ev, kinds: tuple[str, ...] = ("lm",)) -> list[str]:
+    """The rows of these kinds an eval config turns on, in report order."""
+    return [name for name, m in METHODS.items() if m.kind in kinds and is_on(name, ev)]

@@ -14,14 +14,14 @@ from typing import Literal
 import torch
 
 from delrec import DelrecError, dist
-from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import RunConfig
 from delrec.console import header
 from delrec.data.candidates import make_candidates
 from delrec.data.registry import load_dataset
 from delrec.data.split import make_split
 from delrec.io import atomic_write_text
-from delrec.methods import lm_test_row, new_lm, prompt_builder
+from delrec.lm_rows import lm_test_row, new_lm, prompt_builder
+from delrec.methods import METHODS, run_methods
 from delrec.metrics import MetricsFile
 from delrec.preflight import check_before_training
 from delrec.report import results_table, write_report
@@ -45,7 +45,6 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
     metrics = MetricsFile(ctx.run.path("metrics.json"), dataset=ctx.dataset.name, protocol=cfg.data.protocol,
                           candidates=cfg.data.n_candidates, write=dist.is_main(), fresh=True)
     metrics.data["produced_by"] = stamp
-    methods = list(cfg.eval.methods) + (["delrec-no-ta", "delrec-no-rps"] if cfg.eval.ablations else [])
     parts: dict[str, float] = {}  # wall seconds of each part of this invocation (a cached part takes ~0)
 
     def timed(name: str, fn, *args):
@@ -56,25 +55,23 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
 
     teachers = timed("teachers", lambda: train_teachers(ctx, metrics))
     teacher = teachers[cfg.teacher.models[0]]
-    if "lm-zero-shot" in methods and until == "evaluate":
-        header("lm-zero-shot: the untrained LM on the test candidates")
-        row = timed("test/lm-zero-shot", lambda: lm_test_row(cfg, prompt_builder(cfg, ctx.dataset), new_lm(cfg), None,
-                                                             ctx.cands["test"], "lm-zero-shot"))
-        row.pop("scores")
-        add_row(ctx, metrics, "lm-zero-shot", row)
-    for method in methods if until != "teach" else []:
-        variant = method.replace("+hint", "")
-        if variant in SOFT_PROMPT_METHODS:
-            soft_path, key = timed(f"stage1/{variant}", stage1, ctx, teacher, variant, resume)
-            if until == "distill":
-                continue
-            add_row(ctx, metrics, method, timed(f"stage2/{method}", stage2, ctx, method, soft_path, key, resume))
-        elif method == "lsr-only" and until != "distill":
-            add_row(ctx, metrics, method, timed(f"stage2/{method}", stage2, ctx, method, None, None, resume))
-    if cfg.eval.teacher_hint and until == "evaluate":
-        soft_path, key = timed("stage1/delrec", lambda: stage1(ctx, teacher, "delrec", resume))
-        add_row(ctx, metrics, "delrec+hint",
-                timed("stage2/delrec+hint", lambda: stage2(ctx, "delrec+hint", soft_path, key, resume, teachers)))
+    for name in run_methods(cfg.eval) if until != "teach" else []:  # the LM rows, in the table's order
+        m = METHODS[name]
+        if not m.stage2:  # the untrained LM
+            if until == "evaluate":
+                header(f"{name}: the untrained LM on the test candidates")
+                row = timed(f"test/{name}", lambda: lm_test_row(cfg, prompt_builder(cfg, ctx.dataset), new_lm(cfg),
+                                                                None, ctx.cands["test"], name))
+                row.pop("scores")
+                add_row(ctx, metrics, name, row)
+            continue
+        if m.hint and until != "evaluate":
+            continue
+        soft_path = key = None
+        if m.soft_prompt:
+            soft_path, key = timed(f"stage1/{m.soft_prompt}", stage1, ctx, teacher, m.soft_prompt, resume)
+        if until != "distill":
+            add_row(ctx, metrics, name, timed(f"stage2/{name}", stage2, ctx, name, soft_path, key, resume, teachers))
     if cfg.eval.fusion and until == "evaluate":
         from delrec.fusion import fusion_rows
 
@@ -82,8 +79,8 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
         if dist.is_main():
             atomic_write_text(ctx.run.path("fusion.json"), json.dumps({m: r["fusion"] for m, r in rows.items()},
                                                                        indent=2) + "\n")
-        for name, row in rows.items():
-            add_row(ctx, metrics, name, row)
+        for name in (m for m in METHODS if m in rows):  # the table's order
+            add_row(ctx, metrics, name, rows[name])
     elapsed = round(time.time() - start, 1)
     metrics.data["run"] = {"started": stamp["started"], "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "elapsed_s": elapsed, "resumed": resume, "processes": dist.world()[1],

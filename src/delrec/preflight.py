@@ -7,15 +7,14 @@ read (`delrec.config`); the dataset's files are read, with errors naming file an
 
 from __future__ import annotations
 
-from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import RunConfig
 from delrec.device import resolve_device
+from delrec.methods import run_methods
 
 
 def needs_lm(cfg: RunConfig, until: str = "evaluate") -> bool:
     """Whether a run up to `until` loads the LM (`teach`, or only popularity and teachers, do not)."""
-    lm_methods = {"lm-zero-shot", "lsr-only", *SOFT_PROMPT_METHODS}
-    return until != "teach" and (cfg.eval.uses_soft_prompt or bool(lm_methods & set(cfg.eval.methods)))
+    return until != "teach" and bool(run_methods(cfg.eval))
 
 
 def check_before_training(cfg: RunConfig, until: str = "evaluate") -> None:

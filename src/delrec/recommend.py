@@ -14,8 +14,9 @@ from delrec.console import header
 from delrec.data.candidates import CandidateSet, read_candidates, sample_negatives
 from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
-from delrec.fusion import fused_scores, is_fusion, read_choices
+from delrec.fusion import fused_scores, read_choices
 from delrec.io import atomic_write_text
+from delrec.methods import METHODS, run_methods
 from delrec.metrics import MetricsFile
 from delrec.prompts.examples import PromptBuilder
 from delrec.runs import RunDir, is_done, stage2_folders
@@ -84,7 +85,7 @@ class Recommender:
     def load(cls, run_dir: str | Path, method: str = "delrec", *, cfg: RunConfig | None = None,
              dataset: Dataset | None = None, teachers: dict | None = None) -> Recommender:
         from delrec.lm.soft_prompt import SoftPrompt
-        from delrec.methods import new_lm, prompt_builder
+        from delrec.lm_rows import new_lm, prompt_builder
         from delrec.stages.finetune import load_adapter
 
         run_dir = Path(run_dir)
@@ -92,20 +93,25 @@ class Recommender:
         methods = trained_methods(run_dir, cfg)
         choices = read_choices(run_dir)
         fusion, lm_method = None, method
-        if is_fusion(method):
+        known = sorted([*methods, *choices]) or "none"
+        if method not in METHODS or not (METHODS[method].uses_lm or METHODS[method].kind == "fused"):
+            raise DelrecError(f"{run_dir}: {method!r} is not a trained method of delrec; this run has: {known}")
+        if METHODS[method].kind == "fused":
             if method not in choices:
                 raise DelrecError(f"{run_dir}: no {method!r} in fusion.json (a run with eval.fusion: true writes "
                                   f"it); fused rows here: {sorted(choices) or 'none'}")
             lm_method = choices[method]["lm"]
             teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
             fusion = (choices[method], teachers)
+        dataset = dataset or load_dataset(cfg.data)
+        if lm_method is None:  # teacher-ensemble: the teachers' fused scores, no LM
+            return cls(cfg, dataset, None, None, prompt_builder(cfg, dataset), method, None, fusion)
         if lm_method not in methods:
-            known = sorted([*methods, *choices]) or "none"
             raise DelrecError(f"{run_dir}: method {method!r} has not been trained; trained: {known}")
         folder = methods[lm_method]
         done = json.loads((folder / "done.json").read_text())
         hint_teacher = None
-        if lm_method.endswith("+hint"):
+        if METHODS[lm_method].hint:
             teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
             if cfg.teacher.models[0] not in teachers:
                 raise DelrecError(f"{run_dir}: {method} needs the trained teacher {cfg.teacher.models[0]}, "
@@ -115,7 +121,6 @@ class Recommender:
         load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
         soft_path = stored_path(run_dir, done.get("soft_prompt"))
         soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
-        dataset = dataset or load_dataset(cfg.data)
         return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher, fusion)
 
     def _fused(self, sets: list[CandidateSet], lm_scores):
@@ -125,7 +130,7 @@ class Recommender:
         return apply_choice(self.fusion[0], self.fusion[1], sets, lm_scores)
 
     def _examples(self, sets: list[CandidateSet]) -> list:
-        from delrec.methods import lsr_examples
+        from delrec.lm_rows import lsr_examples
 
         return lsr_examples(self.cfg, self.builder, sets, self.soft is not None, self.hint_teacher)
 
@@ -149,7 +154,8 @@ class Recommender:
         from delrec.evaluate import score_examples
 
         cs = self.candidates_for(history, candidates, seed=seed)
-        scores = self._fused([cs], score_examples(self.scorer, self._examples([cs]), self.soft))[0]
+        lm = score_examples(self.scorer, self._examples([cs]), self.soft) if self.scorer else None
+        scores = self._fused([cs], lm)[0]
         order = sorted(range(len(cs.candidates)), key=lambda i: -scores[i])[:top]
         cat = self.dataset.catalog
         return [(cat.titles[cs.candidates[i]], cat.raw_ids[cs.candidates[i]], float(scores[i])) for i in order]
@@ -160,7 +166,8 @@ class Recommender:
         cat, shown = self.dataset.catalog, self.cfg.data.max_history
         titles = "; ".join(f"{x} {cat.titles[cat.dense(x)]}" for x in history if x in cat)
         where = f"run {run_dir}, " if run_dir else ""
-        return [f"method: {self.method} ({where}lm.backbone={self.cfg.lm.backbone})",
+        lm = f"lm.backbone={self.cfg.lm.backbone}" if self.scorer else "the teachers only, no LM"
+        return [f"method: {self.method} ({where}{lm})",
                 f"history, oldest first (the prompt shows the last {shown}): {titles}",
                 f"candidates: {n_given} given" if n_given else
                 f"candidates: {self.cfg.data.n_candidates} drawn at random from the items outside the history",
@@ -170,8 +177,12 @@ class Recommender:
     def evaluate(self, sets: list[CandidateSet]) -> dict:
         """The metric row on candidate sets, with the [N, C] scores it came from under "scores"."""
         from delrec.evaluate import metric_row
-        from delrec.methods import lm_test_row
+        from delrec.lm_rows import lm_test_row
 
+        if self.scorer is None:  # teacher-ensemble
+            fused = self._fused(sets, None)
+            return metric_row(fused, [c.target_index for c in sets], n_boot=self.cfg.eval.bootstrap) | {
+                "scores": fused, "fusion": self.fusion[0]}
         row = lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher)
         if self.fusion is None:
             return row
@@ -206,7 +217,7 @@ def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: li
     again from the run's training split), each trained teacher, lm-zero-shot (when the run's eval.methods has
     it) and each trained LM method, delrec+hint included."""
     from delrec.evaluate import metric_row
-    from delrec.methods import build_split, lm_test_row, new_lm, prompt_builder
+    from delrec.lm_rows import build_split, lm_test_row, new_lm, prompt_builder
     from delrec.teachers.evaluation import evaluate_teacher
     from delrec.teachers.train import train_teacher
 
@@ -217,11 +228,12 @@ def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: li
     teachers = trained_teachers(run_dir, cfg)
     for model, teacher in teachers.items():
         yield model, evaluate_teacher(teacher, None, sets, n_boot=n_boot)
-    if "lm-zero-shot" in cfg.eval.methods:
-        header("lm-zero-shot: the untrained LM")
-        row = lm_test_row(cfg, prompt_builder(cfg, dataset), new_lm(cfg), None, sets, "lm-zero-shot")
-        row.pop("scores")
-        yield "lm-zero-shot", row
+    for name in run_methods(cfg.eval):
+        if not METHODS[name].stage2:  # the untrained LM
+            header(f"{name}: the untrained LM")
+            row = lm_test_row(cfg, prompt_builder(cfg, dataset), new_lm(cfg), None, sets, name)
+            row.pop("scores")
+            yield name, row
     lm_scores = {}
     for method, folder in trained_methods(run_dir, cfg).items():
         header(f"{method}: the trained adapter in {folder.relative_to(run_dir).as_posix()}")
@@ -229,7 +241,8 @@ def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: li
         lm_scores[method] = row.pop("scores")
         yield method, row
     labels = [c.target_index for c in sets]
-    for name, choice in read_choices(run_dir).items():  # fusion rows: no LM pass beyond the one above
+    choices = read_choices(run_dir)
+    for name, choice in ((m, choices[m]) for m in METHODS if m in choices):  # fused rows: no LM pass again
         if choice.get("lm") is None or choice["lm"] in lm_scores:
             fused = apply_choice(choice, teachers, sets, lm_scores.get(choice.get("lm")))
             yield name, metric_row(fused, labels, n_boot=n_boot) | {"fusion": choice}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from delrec import __version__, dist
 from delrec.config import RunConfig
+from delrec.methods import METHODS, TRAINED_METHODS
 from delrec.io import atomic_write_text
 
 
@@ -60,22 +61,22 @@ class RunDir:
         return self.path("stage1", f"{variant}-{self.stage1_key(cfg, variant)}")
 
     def stage2_dir(self, cfg: RunConfig, method: str, stage1_key: str | None) -> Path:
-        parts = [self.data_key(cfg), stage1_key, cfg.lm.settings(), cfg.stage2.settings(), cfg.eval.teacher_hint,
-                 method, cfg.seed]
-        if method.endswith("+hint"):  # only there: the other methods keep their folders
-            parts.append(cfg.eval.hint_train_teacher)
+        # Whether the row's prompt carries a hint (before: eval.teacher_hint, so turning the hint row on
+        # retrained every other row; the value is the same for every run that was valid then).
+        hint = METHODS[method].hint
+        parts = [self.data_key(cfg), stage1_key, cfg.lm.settings(), cfg.stage2.settings(), hint, method, cfg.seed]
+        if hint:  # only there: the other rows keep their folders
+            parts += [cfg.eval.hint_train_teacher, cfg.eval.hint_k]
         key = digest(*parts)
         return self.path("stage2", f"{method}-{key}")
 
 
 def stage2_folders(run: RunDir, cfg: RunConfig) -> dict[str, Path]:
     """method name -> its finished stage-2 folder for `cfg`, in the order runs report them."""
-    from delrec.choices import SOFT_PROMPT_METHODS
-
     out = {}
-    for method in ["lsr-only", *SOFT_PROMPT_METHODS, "delrec+hint"]:
-        variant = method.removesuffix("+hint")
-        key = run.stage1_key(cfg, variant) if variant in SOFT_PROMPT_METHODS else None
+    for method in TRAINED_METHODS:
+        variant = METHODS[method].soft_prompt
+        key = run.stage1_key(cfg, variant) if variant else None
         folder = run.stage2_dir(cfg, method, key)
         if (folder / "done.json").exists():
             out[method] = folder

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from delrec import DelrecError, dist
-from delrec.choices import SOFT_PROMPT_METHODS
 from delrec.config import RunConfig
 from delrec.console import header
 from delrec.data.candidates import CandidateSet, make_candidates, read_candidates, write_candidates
@@ -20,8 +19,9 @@ from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
 from delrec.data.split import Split
 from delrec.evaluate import score_examples
-from delrec.methods import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder
+from delrec.lm_rows import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder
 from delrec.metrics import MetricsFile
+from delrec.methods import METHODS
 from delrec.prompts.examples import build_stage1
 from delrec.runs import RunDir, digest, fresh, is_done, mark_done
 from delrec.stages.loop import JsonlLog
@@ -115,7 +115,7 @@ def training_hint_teacher(ctx: Context, teacher):
     model, folder = cfg.teacher.models[0], ctx.run.hint_teacher_dir(cfg)
     key = digest(ctx.run.teacher_key(cfg, model), "before-targets")
     if not is_done(folder, key):
-        header(f"teacher {model}-before-targets: for delrec+hint's training hints")
+        header(f"teacher {model}-before-targets: for the training hints of the hint rows")
         out_dir = fresh(folder, False)
         if dist.is_main():
             with dist.main_takes_all_threads():
@@ -165,7 +165,7 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     if is_done(folder, key):
         header(f"stage 1 ({variant}): cached in {folder.name}")
         return folder / "soft_prompt.safetensors", key
-    tasks = "+".join(SOFT_PROMPT_METHODS[variant]).upper()
+    tasks = "+".join(METHODS[variant].stage1_tasks).upper()
     header(f"stage 1 ({variant}): soft prompt, {cfg.stage1.steps} steps on {tasks}, LM frozen")
     folder = fresh(folder, resume)
     builder = prompt_builder(cfg, ctx.dataset)
@@ -177,7 +177,7 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     scorer = new_lm(cfg)
     soft = SoftPrompt.create(cfg.lm.n_soft, scorer.backbone, init=cfg.lm.soft_init, seed=cfg.seed)
     result = distill(scorer, soft, Stage1Data(ta_tr, rps_tr, ta_va, rps_va), cfg.stage1, folder, seed=cfg.seed,
-                     tasks=SOFT_PROMPT_METHODS[variant], resume=resume, log=ctx.log,
+                     tasks=METHODS[variant].stage1_tasks, resume=resume, log=ctx.log,
                      eval_batch_size=cfg.eval.batch_size, name=f"stage1/{variant}")
     mark_done(folder, require_finished(result, f"stage 1 ({variant})"), key)
     return folder / "soft_prompt.safetensors", key
@@ -201,7 +201,7 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
            + (", soft prompt frozen" if soft_path else "") + ", then the test candidates")
     folder = fresh(folder, resume)
     use_soft = soft_path is not None
-    hint = teachers[cfg.teacher.models[0]] if method.endswith("+hint") else None
+    hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
     builder = prompt_builder(cfg, ctx.dataset)
     train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft, hint and training_hint_teacher(ctx, hint))
     valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint)
@@ -236,7 +236,7 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     from delrec.stages.finetune import load_adapter
 
     cfg = ctx.cfg
-    hint = teachers[cfg.teacher.models[0]] if method.endswith("+hint") else None
+    hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
     valid = lsr_examples(cfg, prompt_builder(cfg, ctx.dataset), ctx.cands["valid"], soft_path is not None, hint)
     scorer = new_lm(cfg)
     load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")

@@ -1,0 +1,81 @@
+"""How a run builds and scores its methods: the split, the prompts, the LM, the teacher's hints and the test
+row of an LM method on any candidate sets. `delrec run` (pipeline) trains with them; `delrec evaluate` and
+`delrec recommend` (recommend) reuse them on a finished run, so a run's own test file scores the same there.
+"""
+
+from __future__ import annotations
+
+import random
+
+from delrec.config import RunConfig
+from delrec.data.candidates import CandidateSet
+from delrec.data.sequences import Dataset
+from delrec.data.split import Split, make_split
+from delrec.evaluate import metric_row, score_examples
+from delrec.prompts.examples import PromptBuilder
+
+
+def build_split(cfg: RunConfig, dataset: Dataset) -> Split:
+    """The run's split (seeded by data.seed), valid/test subsampled to data.max_eval_examples."""
+    split = make_split(dataset, cfg.data.protocol, seed=cfg.data.seed, max_train_examples=cfg.data.max_train_examples,
+                       train_examples_per_user=cfg.data.train_examples_per_user)
+    if cfg.data.max_eval_examples:
+        rng = random.Random(cfg.data.seed + 7)
+        for name in ("valid", "test"):
+            rows = getattr(split, name)
+            if len(rows) > cfg.data.max_eval_examples:
+                setattr(split, name, sorted(rng.sample(rows, cfg.data.max_eval_examples), key=lambda e: e.user))
+    return split
+
+
+def prompt_builder(cfg: RunConfig, dataset: Dataset) -> PromptBuilder:
+    """The prompts of a run: its dataset's titles and domain, the distilled teacher, the configured history
+    length, candidate count and scorer (index-letter lists candidates as letters)."""
+    return PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
+                         cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates,
+                         cfg.lm.title_years)
+
+
+def new_lm(cfg: RunConfig):
+    from delrec.lm.backbone import load_backbone
+    from delrec.lm.scoring import scorer_from_config
+
+    return scorer_from_config(load_backbone(cfg.lm), cfg.lm)
+
+
+def lsr_examples(cfg: RunConfig, builder: PromptBuilder, sets: list[CandidateSet], soft: bool,
+                 hint_teacher=None) -> list:
+    """LSR prompts for candidate sets; with a teacher, its ranking of each example's candidates goes into the
+    prompt (delrec+hint)."""
+    hints = candidate_hints(hint_teacher, sets, cfg.eval.hint_k) if hint_teacher else [None] * len(sets)
+    return [builder.lsr(c, soft=soft, hint=h) for c, h in zip(sets, hints)]
+
+
+def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512) -> list[list[int]]:
+    """The teacher's top k of each example's own candidates, best first. Its global top-k (the paper's view of
+    the teacher) mostly misses the 20 candidates, so it tells the LM little about the choice at hand."""
+    out = []
+    for lo in range(0, len(sets), chunk):
+        part = sets[lo:lo + chunk]
+        scores = teacher.scores([c.history for c in part])
+        for c, s in zip(part, scores):
+            cands = list(c.candidates)
+            ranked = sorted(range(len(cands)), key=lambda j: (-float(s[cands[j]]), j))
+            out.append([cands[j] for j in ranked[:k]])
+    return out
+
+
+def lm_test_row(cfg: RunConfig, builder: PromptBuilder, scorer, soft, sets: list[CandidateSet], method: str,
+                hint_teacher=None) -> dict:
+    """Metric row, with its "scores", of an LM method on candidate sets (the run's test file or any other);
+    with eval.order_robust also scored in the reversed candidate order and the two averaged."""
+    def examples(part):
+        return lsr_examples(cfg, builder, part, soft is not None, hint_teacher)
+
+    ex = examples(sets)
+    scores = score_examples(scorer, ex, soft, batch_size=cfg.eval.batch_size, desc=f"test {method}")
+    if cfg.eval.order_robust:
+        rev_sets = [CandidateSet(c.user, c.history, c.candidates[::-1], c.target) for c in sets]
+        rev = score_examples(scorer, examples(rev_sets), soft, batch_size=cfg.eval.batch_size)
+        scores = 0.5 * (scores + rev[:, ::-1])
+    return metric_row(scores, [e.label for e in ex], n_boot=cfg.eval.bootstrap) | {"scores": scores}
