@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_LM = {"popularity", "sasrec", "gru4rec", "caser", "teacher-ensemble", "lm-zero-shot"}
 
 
 def interval(row: dict, metric: str) -> list[float]:
@@ -35,6 +34,8 @@ def interval(row: dict, metric: str) -> list[float]:
 
 def validation_choices(rows: dict) -> tuple[dict, dict]:
     """(teacher -> validation NDCG@5 alone, LM-based row -> validation NDCG@5) from the stored fusion choices."""
+    from delrec.methods import METHODS
+
     teachers, lm_rows = {}, {}
     for name, row in rows.items():
         choice = row.get("fusion")
@@ -42,7 +43,7 @@ def validation_choices(rows: dict) -> tuple[dict, dict]:
             continue
         for key, value in choice["valid_grid"].items():
             model, w = key.split("/w=")
-            if float(w) == 0 and name.endswith("+fusion"):  # one teacher alone (the +ensemble rows: a pair)
+            if float(w) == 0 and METHODS[name].fuses == "teacher":  # one teacher alone (+ensemble rows: a pair)
                 teachers[model] = value
         if choice["w"] > 0:  # at w = 0 the chosen row is its teacher(s) alone: not LM-based
             lm_rows[name] = choice["valid_ndcg@5"]
@@ -81,7 +82,9 @@ def summary(rows: dict, n_boot: int) -> dict:
             out[f"{key}_{metric}"] = value
     # Every other comparison the README cites, each named by its two rows: the LM rows against popularity and
     # the best teacher, and each fused row against the teacher it was fused with (does the LM add to it?).
-    cited = [("popularity", m) for m in lm_rows if "+" not in m]
+    from delrec.methods import METHODS
+
+    cited = [("popularity", m) for m in lm_rows if METHODS[m].kind == "lm"]
     cited += [(best_teacher, m) for m in lm_rows if m != best_lm]
     cited += [(rows[m]["fusion"]["teacher"], m) for m in lm_rows if "fusion" in rows[m]]
     out["paired"] = {f"{b} - {a}": {"a": a, "b": b} | diff(a, b) for a, b in dict.fromkeys(cited)}

@@ -121,7 +121,7 @@ def test_only_the_method_table_decodes_method_names():
         tree = ast.parse(path.read_text())
         docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
-                if node.value in rows or any(s in node.value for s in ("+hint", "+fusion", "+ensemble")):
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+            named = isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+            if named and (node.value in rows or any(s in node.value for s in ("+hint", "+fusion", "+ensemble"))):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert not found, "method names spelt outside delrec.methods: " + "; ".join(found)

@@ -79,3 +79,10 @@ def lm_test_row(cfg: RunConfig, builder: PromptBuilder, scorer, soft, sets: list
         rev = score_examples(scorer, examples(rev_sets), soft, batch_size=cfg.eval.batch_size)
         scores = 0.5 * (scores + rev[:, ::-1])
     return metric_row(scores, [e.label for e in ex], n_boot=cfg.eval.bootstrap) | {"scores": scores}
+
+
+def zero_shot_row(cfg: RunConfig, dataset: Dataset, sets: list[CandidateSet], method: str) -> dict:
+    """Metric row of the untrained LM (no adapter, no soft prompt) on candidate sets."""
+    row = lm_test_row(cfg, prompt_builder(cfg, dataset), new_lm(cfg), None, sets, method)
+    row.pop("scores")
+    return row

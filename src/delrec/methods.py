@@ -24,11 +24,6 @@ class Method:
     hint: bool = False                   # the teacher's ranking of the example's candidates is in the prompt
     base: str | None = None              # fused rows: the LM row fused in (None: teachers only)
     fuses: str = ""                      # fused rows: "teacher" (one teacher) or "ensemble" (the teacher pair)
-    paper: bool = True                   # a row of the paper's tables (False: beyond the paper)
-
-    @property
-    def uses_lm(self) -> bool:
-        return self.kind == "lm" or self.base is not None
 
 
 def _lm(name: str, switch: str = "eval.methods", tasks: tuple[str, ...] = (), **kw) -> Method:
@@ -44,20 +39,20 @@ _ROWS = [
     _lm("delrec", tasks=("ta", "rps"), stage2=True),
     _lm("delrec-no-ta", "eval.ablations", ("rps",), stage2=True),
     _lm("delrec-no-rps", "eval.ablations", ("ta",), stage2=True),
-    _lm("delrec+hint", "eval.teacher_hint", soft_prompt="delrec", stage2=True, hint=True, paper=False),
+    _lm("delrec+hint", "eval.teacher_hint", soft_prompt="delrec", stage2=True, hint=True),  # beyond the paper
 ]
 _TRAINED = [m.name for m in _ROWS if m.stage2]
-# Fused rows (fusion.py): each trained row + one teacher, the teacher pair alone, each trained row + the pair.
-_ROWS += [Method(f"{b}+fusion", "fused", "eval.fusion", base=b, fuses="teacher", paper=False) for b in _TRAINED]
-_ROWS += [Method("teacher-ensemble", "fused", "eval.fusion", fuses="ensemble", paper=False)]
-_ROWS += [Method(f"{b}+ensemble", "fused", "eval.fusion", base=b, fuses="ensemble", paper=False) for b in _TRAINED]
+# Fused rows (fusion.py, beyond the paper): each trained row + one teacher, the teacher pair alone, each
+# trained row + the pair.
+_ROWS += [Method(f"{b}+fusion", "fused", "eval.fusion", base=b, fuses="teacher") for b in _TRAINED]
+_ROWS += [Method("teacher-ensemble", "fused", "eval.fusion", fuses="ensemble")]
+_ROWS += [Method(f"{b}+ensemble", "fused", "eval.fusion", base=b, fuses="ensemble") for b in _TRAINED]
 
 METHODS: dict[str, Method] = {m.name: m for m in _ROWS}
 # eval.methods: the rows a user lists there (the ablations may also be turned on by eval.ablations)
 EVAL_METHODS = tuple(m.name for m in _ROWS if m.switch in ("eval.methods", "eval.ablations"))
 DEFAULT_METHODS = tuple(m.name for m in _ROWS if m.switch == "eval.methods")  # eval.methods' default
 TRAINED_METHODS = tuple(_TRAINED)  # the rows with a stage 2, in report order
-ENSEMBLE = "teacher-ensemble"
 
 
 def method(name: str) -> Method:
@@ -85,6 +80,9 @@ def is_on(name: str, ev) -> bool:
     return bool(getattr(ev, m.switch.removeprefix("eval.")))
 
 
-def run_methods(ev, kinds: tuple[str, ...] = ("lm",)) -> list[str]:
-    """The rows of these kinds an eval config turns on, in report order."""
-    return [name for name, m in METHODS.items() if m.kind in kinds and is_on(name, ev)]
+def run_methods(ev) -> list[str]:
+    """The LM rows an eval config turns on, in report order."""
+    return [name for name, m in METHODS.items() if m.kind == "lm" and is_on(name, ev)]
+
+
+ENSEMBLE = fused_row(None, "ensemble")

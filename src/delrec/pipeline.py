@@ -20,7 +20,7 @@ from delrec.data.candidates import make_candidates
 from delrec.data.registry import load_dataset
 from delrec.data.split import make_split
 from delrec.io import atomic_write_text
-from delrec.lm_rows import lm_test_row, new_lm, prompt_builder
+from delrec.lm_rows import new_lm, prompt_builder, zero_shot_row
 from delrec.methods import METHODS, run_methods
 from delrec.metrics import MetricsFile
 from delrec.preflight import check_before_training
@@ -60,10 +60,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
         if not m.stage2:  # the untrained LM
             if until == "evaluate":
                 header(f"{name}: the untrained LM on the test candidates")
-                row = timed(f"test/{name}", lambda: lm_test_row(cfg, prompt_builder(cfg, ctx.dataset), new_lm(cfg),
-                                                                None, ctx.cands["test"], name))
-                row.pop("scores")
-                add_row(ctx, metrics, name, row)
+                add_row(ctx, metrics, name, timed(f"test/{name}", zero_shot_row, cfg, ctx.dataset, ctx.cands["test"], name))
             continue
         if m.hint and until != "evaluate":
             continue

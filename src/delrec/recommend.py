@@ -94,7 +94,7 @@ class Recommender:
         choices = read_choices(run_dir)
         fusion, lm_method = None, method
         known = sorted([*methods, *choices]) or "none"
-        if method not in METHODS or not (METHODS[method].uses_lm or METHODS[method].kind == "fused"):
+        if method not in METHODS or METHODS[method].kind not in ("lm", "fused"):
             raise DelrecError(f"{run_dir}: {method!r} is not a trained method of delrec; this run has: {known}")
         if METHODS[method].kind == "fused":
             if method not in choices:
@@ -179,14 +179,11 @@ class Recommender:
         from delrec.evaluate import metric_row
         from delrec.lm_rows import lm_test_row
 
-        if self.scorer is None:  # teacher-ensemble
-            fused = self._fused(sets, None)
-            return metric_row(fused, [c.target_index for c in sets], n_boot=self.cfg.eval.bootstrap) | {
-                "scores": fused, "fusion": self.fusion[0]}
-        row = lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher)
+        row = (lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher)
+               if self.scorer else None)  # None: teacher-ensemble, no LM
         if self.fusion is None:
             return row
-        fused = self._fused(sets, row["scores"])
+        fused = self._fused(sets, row["scores"] if row else None)
         return metric_row(fused, [c.target_index for c in sets], n_boot=self.cfg.eval.bootstrap) | {
             "scores": fused, "fusion": self.fusion[0]}
 
@@ -217,7 +214,7 @@ def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: li
     again from the run's training split), each trained teacher, lm-zero-shot (when the run's eval.methods has
     it) and each trained LM method, delrec+hint included."""
     from delrec.evaluate import metric_row
-    from delrec.lm_rows import build_split, lm_test_row, new_lm, prompt_builder
+    from delrec.lm_rows import build_split, zero_shot_row
     from delrec.teachers.evaluation import evaluate_teacher
     from delrec.teachers.train import train_teacher
 
@@ -229,11 +226,9 @@ def score_every_method(run_dir: Path, cfg: RunConfig, dataset: Dataset, sets: li
     for model, teacher in teachers.items():
         yield model, evaluate_teacher(teacher, None, sets, n_boot=n_boot)
     for name in run_methods(cfg.eval):
-        if not METHODS[name].stage2:  # the untrained LM
+        if not METHODS[name].stage2:
             header(f"{name}: the untrained LM")
-            row = lm_test_row(cfg, prompt_builder(cfg, dataset), new_lm(cfg), None, sets, name)
-            row.pop("scores")
-            yield name, row
+            yield name, zero_shot_row(cfg, dataset, sets, name)
     lm_scores = {}
     for method, folder in trained_methods(run_dir, cfg).items():
         header(f"{method}: the trained adapter in {folder.relative_to(run_dir).as_posix()}")

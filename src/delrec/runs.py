@@ -12,8 +12,8 @@ from pathlib import Path
 
 from delrec import __version__, dist
 from delrec.config import RunConfig
-from delrec.methods import METHODS, TRAINED_METHODS
 from delrec.io import atomic_write_text
+from delrec.methods import METHODS, TRAINED_METHODS
 
 
 def digest(*parts) -> str:

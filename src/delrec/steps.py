@@ -20,8 +20,8 @@ from delrec.data.sequences import Dataset
 from delrec.data.split import Split
 from delrec.evaluate import score_examples
 from delrec.lm_rows import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder
-from delrec.metrics import MetricsFile
 from delrec.methods import METHODS
+from delrec.metrics import MetricsFile
 from delrec.prompts.examples import build_stage1
 from delrec.runs import RunDir, digest, fresh, is_done, mark_done
 from delrec.stages.loop import JsonlLog
