@@ -1,7 +1,7 @@
 """Run a preset once in one process and once under `torchrun --nproc_per_node N` (CPU, gloo) and compare.
 
 python scripts/ddp_check.py [--config configs/demo.yaml] [--nproc 2] [--out /tmp/ddp-check]
-Writes benchmarks/results/ddp_check.json. The global batch is the same in both runs (each process takes
+Writes benchmarks/results/two_cores/ddp-check.json. The global batch is the same in both runs (each process takes
 batch_size / N rows of it), so the two differ only by floating-point reduction order. Pass criterion: rows
 that involve no LM training are identical, and the first 10 stage-2 losses (averaged over processes) agree
 within 1e-4. Final trained-LM metrics are reported, not asserted: high-learning-rate training of a random
@@ -60,7 +60,7 @@ def main() -> int:
               "max_abs_diff_trained_lm_rows": worst, "sets": args.set,
               "stage2_first_10_losses": losses, "stage2_first_10_losses_max_abs_diff": loss_diff, "untrained_rows_identical": fixed_equal, "loss_tolerance": 1e-4,
               "ok": fixed_equal and loss_diff <= 1e-4}
-    out = ROOT / "benchmarks/results/ddp_check.json"
+    out = ROOT / "benchmarks/results/two_cores/ddp-check.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0 if result["ok"] else 1

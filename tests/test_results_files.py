@@ -11,7 +11,7 @@ import pytest
 from delrec.metrics import paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
-PAST = ROOT / "benchmarks" / "results" / "past_teacher.json"
+PAST = ROOT / "benchmarks" / "results" / "past_teacher" / "summary.json"
 PAIRS = {"best_lm_minus_best_teacher": ("best_teacher", "best_lm"),
          "teacher_ensemble_minus_best_teacher": ("best_teacher", "teacher-ensemble"),
          "best_lm_minus_teacher_ensemble": ("teacher-ensemble", "best_lm"),

@@ -179,7 +179,7 @@ class StageConfig:
     patience: int = 4                   # evaluations without improvement before stopping
     checkpoint_minutes: float = 10.0    # also checkpoint between validations once this much time has passed
     max_eval_examples: int = 200        # validation subset used for model selection
-    # Training cost levers (benchmarks/train_speed.py measures each); validation and test always score all
+    # Training cost levers (benchmarks/speed/train_speed.py measures each); validation and test always score all
     # candidates with the full model.
     train_negatives: int = 0            # >0: each training example scores its target + this many of its negatives
     enabled: bool = True

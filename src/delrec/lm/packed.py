@@ -15,7 +15,7 @@ Why not the cached path (`CandidateScorer._continue`) when training: that one ga
 key/value cache for every (prompt, title) row, expands grouped-query heads for each copy, and runs attention
 with 10-token queries against 400-token keys whose CPU backward is slow; the profile of a SmolLM2 stage-1 step
 put ~40% of its time there. The packed pass computes the same numbers with one ordinary forward and backward
-(benchmarks/results/throughput_packed.md: before/after on SmolLM2, CPU).
+(benchmarks/results/stage_throughput/packed-vs-cached.md: before/after on SmolLM2, CPU).
 
 Limits: the mask is handed to the model as a ready 4D mask, which transformers passes to every layer as is, so
 a sliding-window layer sees the whole packed row; rows longer than a model's window (Gemma-3's 512) are scored

@@ -39,7 +39,7 @@ class JsonlLog:
     """log.jsonl: one JSON record per line. Training steps carry `stage` and `step`; other records say what
     they are in `event` (run_start, run_end, start, resumed, eval, eval_tasks, epoch, test, ...). Every record
     carries `time` (Unix seconds, when it was written), so the time between records tells what each part of a
-    run cost (benchmarks/stage_times.py)."""
+    run cost (benchmarks/tools/stage_times.py)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)

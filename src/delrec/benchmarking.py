@@ -1,0 +1,148 @@
+"""What every script under benchmarks/ shares: its common arguments, its thread setting, and one result writer
+that stamps each result with what produced it (commit, config digest, machine, command, date), so that every
+stored number can be traced to the code and the machine that measured it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from delrec.io import atomic_write_text
+from delrec.runs import digest, git_commit, machine
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+STAMP = "provenance"  # the key every results JSON carries (tests/test_benchmarks_suite.py checks it)
+
+
+def parser(doc: str | None, *, threads: int | None = None, out: str | Path | None = None,
+           out_help: str = "where the result goes") -> argparse.ArgumentParser:
+    """The script's argument parser: its docstring's first line as description, the rest as epilog, plus
+    `--threads` (torch intra-op threads; 0 = torch's default) and `--out` when the script takes them."""
+    head, _, rest = (doc or "").strip().partition("\n")
+    ap = argparse.ArgumentParser(description=head, epilog=rest.strip() or None,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    if threads is not None:
+        ap.add_argument("--threads", type=int, default=threads,
+                        help=f"torch intra-op threads, 0 = torch's default (default {threads}; this machine "
+                             "has 2 cores, often shared)")
+    if out is not None:
+        ap.add_argument("--out", type=Path, default=Path(out) if out else None, required=out == "",
+                        help=out_help)
+    return ap
+
+
+def set_threads(n: int) -> None:
+    """torch's intra-op threads; 0 leaves torch's default."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def command(argv: list[str] | None = None) -> str:
+    """The command line that ran, its script path relative to the repository when it lies inside it."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]).resolve() if argv else Path("?")
+    try:
+        head = str(script.relative_to(ROOT))
+    except ValueError:
+        head = argv[0] if argv else "?"
+    return "python " + shlex.join([head, *argv[1:]])
+
+
+def stamp(config=None, *, cmd: str | None = None) -> dict:
+    """Commit, machine, command, date and (when one was used) the config's digest of a result."""
+    out = {"commit": git_commit(), "machine": machine(), "command": cmd or command(),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if config is not None:
+        out["config_digest"] = digest(config)
+    return out
+
+
+def write_result(path: str | Path, doc: dict, *, config=None, cmd: str | None = None,
+                 markdown: str | None = None) -> dict:
+    """`doc` with its provenance stamp, written atomically as JSON to `path` (and `markdown` beside it as .md);
+    returns the stamped document."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamped = {**doc, STAMP: stamp(config, cmd=cmd)}
+    atomic_write_text(path, json.dumps(stamped, indent=1, default=str) + "\n")
+    if markdown is not None:
+        atomic_write_text(path.with_suffix(".md"), markdown if markdown.endswith("\n") else markdown + "\n")
+    return stamped
+
+
+def peak_rss_kb(field: str = "VmHWM") -> int:
+    """A field of /proc/self/status in kB (VmHWM: this process's peak resident memory); 0 where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:  # not Linux
+        pass
+    return 0
+
+
+def stage_times(log_path: str | Path) -> dict:
+    """What each part of a `delrec run` cost, from the `time` of its log.jsonl records. The time between two
+    consecutive records goes to the later record's part: a training stage's steps and validations to its
+    stage name (`stage2/lsr-only`), a method's test pass to "<method> test", a teacher to `teacher/<model>`.
+    A resumed run's parts add up over its attempts; the gap before each `run_start` is left out."""
+    import itertools
+
+    from delrec import DelrecError
+
+    log_path = Path(log_path)
+    rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "time" in r]
+    if not rows:
+        raise DelrecError(f"{log_path}: no record carries a `time` (written before delrec logged it)")
+
+    def part_of(rec: dict) -> str:
+        return f"{rec.get('stage')} test" if rec.get("event") == "test" else str(rec.get("stage", "?"))
+
+    parts: dict[str, float] = {}
+    for prev, rec in itertools.pairwise(rows):
+        if rec.get("event") == "run_start":
+            continue
+        parts[part_of(rec)] = parts.get(part_of(rec), 0.0) + rec["time"] - prev["time"]
+    return {"parts_s": {k: round(v, 1) for k, v in parts.items()}, "total_s": round(sum(parts.values()), 1)}
+
+
+def movie_titles() -> list[str]:
+    """Titles for speed workloads: ML-100K's (from $DELREC_SHARED_DATA or ../shared/datasets) when present,
+    else a synthetic catalogue's, so that a speed benchmark runs anywhere."""
+    import os
+
+    shared = Path(os.environ.get("DELREC_SHARED_DATA", ROOT.parent / "shared" / "datasets"))
+    item = shared / "ml-100k" / "raw" / "u.item"
+    if item.is_file():
+        from delrec.data.catalog import clean_title
+
+        return [clean_title(line.split("|")[1]) for line in item.read_text(encoding="latin-1").splitlines()
+                if line.count("|") > 2 and line.split("|")[1] != "unknown"]
+    from delrec.data.synthetic import make_world
+
+    return list(make_world(n_items=400).catalog.titles)
+
+
+def lsr_rows(titles: list[str], batch: int, n_candidates: int, seed: int = 0) -> list[tuple[str, str, list[str]]]:
+    """`batch` ML-100K-like LSR prompts (10 history titles, `n_candidates` candidates): (prompt without the
+    candidate list, prompt with it listed under letters, candidates)."""
+    import random
+
+    from delrec.prompts import templates as T
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(batch):
+        picked = rng.sample(titles, 10 + n_candidates)
+        hist, cands = picked[:10], picked[10:]
+        rows.append((T.render_lsr("movie", "SASRec", hist, cands, False),
+                     T.render_lsr("movie", "SASRec", hist, cands, True), cands))
+    return rows
