@@ -26,7 +26,7 @@ from delrec.lm.backbone import Backbone
 from delrec.lm.tiny import tiny_tokenizer
 from delrec.lm.scoring import CandidateScorer
 from delrec.lm.soft_prompt import SoftPrompt
-from delrec.stages.finetune import add_adalora, orthogonal_regulariser
+from delrec.lm.adapters import add_adalora, orthogonal_regulariser
 
 dev = os.environ["DEVICE"]
 sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)

@@ -7,13 +7,13 @@ import torch
 
 from delrec import DelrecError
 from delrec.config import Stage2Config
+from delrec.lm.adapters import add_adalora, first_adapted_block, trainable_params
 from delrec.lm.backbone import tiny_backbone
 from delrec.lm.layer_cache import UpperLayerScorer
 from delrec.lm.scoring import CandidateScorer
 from delrec.prompts import templates as T
 from delrec.prompts.examples import PromptExample
 from delrec.stages.batches import with_sampled_negatives
-from delrec.stages.finetune import add_adalora, first_adapted_block, trainable_params
 
 HIST = ["Star Quest 1", "Star Quest 2", "Dragon Saga 1", "Dragon Saga 2", "Heist Files 3 (1997)", "Comet Club 2"]
 CANDS = [["Star Quest 3", "Dragon Saga 3", "Noodle Nights 1 (1995)", "Crypt Tales 2", "Goal Legacy 4"],

@@ -13,8 +13,9 @@ from helpers import lsr_examples, tiny_scorer, world
 
 from delrec.config import Stage2Config
 from delrec.evaluate import accuracy, score_examples
+from delrec.lm.adapters import add_adalora
 from delrec.prompts.examples import PromptBuilder
-from delrec.stages.finetune import add_adalora, finetune
+from delrec.stages.finetune import finetune
 
 
 def _hr1(scorer, examples):

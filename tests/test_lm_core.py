@@ -294,7 +294,7 @@ def test_smollm2_prefers_a_fitting_candidate(smollm2):
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_packed_pass_trains_adalora_adapters_like_the_cached_pass(kind):
     from delrec.config import Stage2Config
-    from delrec.stages.finetune import add_adalora, trainable_params
+    from delrec.lm.adapters import add_adalora, trainable_params
 
     bb = tiny_backbone(kind)
     model = add_adalora(bb, Stage2Config(steps=10, init_r=4, target_r=2, lora_dropout=0.0, warmup=0,

@@ -14,13 +14,14 @@ from test_layer_cache import CANDS, PROMPTS, _adapted
 
 from delrec import DelrecError
 from delrec.config import RunConfig, Stage2Config, load_config
+from delrec.lm.adapters import add_adalora, first_adapted_block
 from delrec.lm.layer_cache import UpperLayerScorer
 from delrec.lm.lower_store import LowerStateFile, load_states, states_digest, store_path
 from delrec.lm.scoring import CandidateScorer
 from delrec.lm.soft_prompt import SoftPrompt
 from delrec.prompts.examples import PromptBuilder
 from delrec.runs import RunDir
-from delrec.stages.finetune import add_adalora, finetune, first_adapted_block
+from delrec.stages.finetune import finetune
 from delrec.stages.loop import Trainer
 
 

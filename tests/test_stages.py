@@ -10,9 +10,10 @@ from helpers import lsr_examples, stage1_examples, tiny_scorer, world
 
 from delrec import DelrecError
 from delrec.config import Stage1Config, Stage2Config
+from delrec.lm.adapters import add_adalora
 from delrec.stages.checkpoint import load_checkpoint, save_checkpoint
 from delrec.stages.distill import Stage1Data, distill, task_weights
-from delrec.stages.finetune import add_adalora, finetune
+from delrec.stages.finetune import finetune
 
 
 def _soft(scorer, n=4, seed=0):

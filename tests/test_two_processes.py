@@ -62,9 +62,10 @@ def _finetune_worker(rank: int, port: int, out: str) -> None:
     from helpers import lsr_examples, tiny_scorer, world
 
     from delrec.config import Stage2Config
+    from delrec.lm.adapters import add_adalora
     from delrec.lm.layer_cache import UpperLayerScorer
     from delrec.prompts.examples import PromptBuilder
-    from delrec.stages.finetune import add_adalora, finetune
+    from delrec.stages.finetune import finetune
 
     torch.set_num_threads(1)
     passed = []  # prompts this process ran the lower blocks for

@@ -1,11 +1,12 @@
 """Where the tokens of a training example go: instruction, soft prompt, history, teacher slots, candidates.
 
     python benchmarks/diagnostics/prompt_tokens.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
-        --out benchmarks/results/prompt_tokens/ml-100k.json [--set lm.title_years=false]
+        [--set lm.title_years=false --out benchmarks/results/prompt_tokens/ml-100k-no-years.json]
 
-Counts with the configured LM's tokenizer over the first `--n` training examples of each task (LSR with and
-without the soft prompt, TA, RPS; the teacher's slots filled from the validation history as stand-ins,
-which have the length of real titles). "titles" are the tokens of the 20 scored candidate titles, which
+Writes benchmarks/results/prompt_tokens/ml-100k.json unless --out names another file. Counts with the
+configured LM's tokenizer over the first `--n` training examples of each task (LSR with and without the soft
+prompt, TA, RPS; the teacher's slots filled from the validation history as stand-ins, which have the length
+of real titles). "titles" are the tokens of the 20 scored candidate titles, which
 the packed pass feeds after the prompt; "title years" is how many of those are a " (1995)"-style year;
 "before_soft" is the instruction ahead of the soft prompt, the same text for every example of a task.
 The model itself never runs.
@@ -13,20 +14,18 @@ The model itself never runs.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import sys
 import tempfile
-from pathlib import Path
+
+from delrec.benchmarking import RESULTS, parser, write_result
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, out=RESULTS / "prompt_tokens" / "ml-100k.json")
     ap.add_argument("--config", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--set", action="append", default=[], help="section.key=value, as for delrec run")
     args = ap.parse_args(argv)
     from delrec.config import load_config
@@ -64,9 +63,7 @@ def main(argv=None) -> int:
                       "titles": title_tokens / n, "title_years": year_tokens / n, "before_soft": before_soft / n,
                       "packed_row": prompt_tokens / n + soft + title_tokens / n - len(examples[0].candidates)}
         print(name, {k: round(v, 1) for k, v in rows[name].items()}, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python benchmarks/diagnostics/prompt_tokens.py " + " ".join(argv or sys.argv[1:]),
-                                    "rows": rows}, indent=1) + "\n")
+    write_result(args.out, {"rows": rows}, config=cfg)
     return 0
 
 

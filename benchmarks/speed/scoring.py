@@ -15,49 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from delrec.benchmarking import RESULTS, lsr_rows, movie_titles, parser, peak_rss_kb, set_threads, write_result
+
 # title-likelihood-one-pass: all B*C rows continued in one pass (chunk_rows=0), to show what chunking buys.
 METHODS = ("title-likelihood", "title-likelihood-one-pass", "first-token", "index-letter", "naive-reference")
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _titles() -> list[str]:
-    shared = Path(os.environ.get("DELREC_SHARED_DATA", ROOT.parent / "shared" / "datasets"))
-    item = shared / "ml-100k" / "raw" / "u.item"
-    if item.is_file():
-        from delrec.data.catalog import clean_title
-
-        return [clean_title(line.split("|")[1]) for line in item.read_text(encoding="latin-1").splitlines()
-                if line.count("|") > 2 and line.split("|")[1] != "unknown"]
-    from delrec.data.synthetic import make_world
-
-    return list(make_world(n_items=400).catalog.titles)
-
-
-def _examples(titles, batch, n_cands, seed=0):
-    from delrec.prompts import templates as T
-
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(batch):
-        picked = rng.sample(titles, 10 + n_cands)
-        hist, cands = picked[:10], picked[10:]
-        rows.append((T.render_lsr("movie", "SASRec", hist, cands, False),
-                     T.render_lsr("movie", "SASRec", hist, cands, True), cands))
-    return rows
 
 
 def _backbone(model: str, titles):
@@ -91,10 +56,10 @@ def worker(model: str, precision: str, method: str, batch: int, n_cands: int, na
     from delrec.lm.scoring import CandidateScorer
     from delrec.lm.soft_prompt import SoftPrompt
 
-    titles = _titles()
+    titles = movie_titles()
     bb = _backbone(model, titles)
     soft = SoftPrompt.create(100, bb, "vocab", seed=0)
-    rows = _examples(titles, batch, n_cands)
+    rows = lsr_rows(titles, batch, n_cands)
     bf16 = precision == "bf16-autocast"
     kind = method if method in ("first-token", "index-letter") else "title-likelihood"
     # The cached continuation is what this benchmark names; the packed pass is compared in throughput.py.
@@ -106,11 +71,11 @@ def worker(model: str, precision: str, method: str, batch: int, n_cands: int, na
     fn = scorer.reference if method == "naive-reference" else scorer.score
     with torch.inference_mode():
         fn(prompts[:1], [cands[0][:2]], soft)  # warm-up (allocator, kernels)
-        base = _status_kb("VmHWM")
+        base = peak_rss_kb()
         t = time.perf_counter()
         scores = fn(prompts[:n], cands[:n], soft)
         seconds = time.perf_counter() - t
-        peak = _status_kb("VmHWM")
+        peak = peak_rss_kb()
         extra = {}
         if method == "naive-reference":  # after the measurement: agreement of the fast path on the same rows
             extra["max_abs_diff_cached_vs_naive"] = float((scorer.score(prompts[:n], cands[:n], soft)
@@ -153,22 +118,18 @@ def _markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, threads=0, out=RESULTS / "scorer_speed" / "batch8.json",
+                out_help="the result JSON; its table goes beside it as .md")
     ap.add_argument("--models", default="smollm2,t5")
     ap.add_argument("--precisions", default="fp32,bf16-autocast")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--naive-examples", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
-    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "PRECISION", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        set_threads(args.threads)
         row = worker(*args.worker, args.batch, args.candidates, args.naive_examples)
         print("RESULT " + json.dumps(row), flush=True)
         return
@@ -185,13 +146,9 @@ def main(argv=None) -> None:
                     sys.exit(f"benchmark worker {model} {precision} {method} failed:\n{proc.stderr[-3000:]}")
                 rows += [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
                 print(f"{model} {precision} {method}: {rows[-1]['examples_per_s']} examples/s", flush=True)
-    from delrec.io import atomic_write_text
-
-    out = Path(args.out)
-    atomic_write_text(out / "scoring.json", json.dumps(rows, indent=1) + "\n")
-    atomic_write_text(out / "scoring.md", _markdown(rows))
-    print(_markdown(rows))
-
+    table = _markdown(rows)
+    write_result(args.out, {"rows": rows}, markdown=table)
+    print(table)
 
 if __name__ == "__main__":
     main()

@@ -9,21 +9,19 @@ forward pass and 3x that for a training step (forward + backward, the usual 6N r
 stage-1/2 backward (no weight gradients for the frozen LM), so the training fractions are upper bounds.
 
     python benchmarks/speed/throughput.py [--threads 2] [--steps 3]   # -> benchmarks/results/stage_throughput/precision.{json,md}
+    python benchmarks/speed/throughput.py --precisions bf16 --passes cached,packed \
+        --out benchmarks/results/stage_throughput/packed-vs-cached.json
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from scoring import RESULTS, _examples, _status_kb, _titles
+from delrec.benchmarking import RESULTS, lsr_rows, movie_titles, parser, peak_rss_kb, set_threads, write_result
 
 
 def matmul_peak(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
@@ -39,7 +37,8 @@ def matmul_peak(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
 
 
 def make_step(mode: str, precision: str, batch: int, attn: str = "", candidate_pass: str = "auto"):
-    """(step(i), info): one scoring batch or training step of `mode` on SmolLM2, and its token count."""
+    """(step(i), info): one scoring batch or training step of `mode` on SmolLM2, and its token count.
+    benchmarks/diagnostics/profile_step.py profiles a copy of it: change both together."""
     import torch
     import torch.nn.functional as F
 
@@ -47,7 +46,7 @@ def make_step(mode: str, precision: str, batch: int, attn: str = "", candidate_p
     from delrec.lm.backbone import load_backbone
     from delrec.lm.scoring import CandidateScorer
     from delrec.lm.soft_prompt import SoftPrompt
-    from delrec.stages.finetune import add_adalora, orthogonal_regulariser
+    from delrec.lm.adapters import add_adalora, orthogonal_regulariser
 
     # bf16 = fp32 weights under bf16 autocast; bf16-weights = the frozen LM stored in bf16 (no per-call casts)
     backbone = load_backbone(LMConfig(backbone="smollm2-offline",
@@ -57,7 +56,7 @@ def make_step(mode: str, precision: str, batch: int, attn: str = "", candidate_p
     if attn:
         backbone.model.set_attn_implementation(attn)
     soft = SoftPrompt.create(20, backbone, seed=0)
-    rows = _examples(_titles(), batch, 20)
+    rows = lsr_rows(movie_titles(), batch, 20)
     prompts, cands = [r[0] for r in rows], [r[2] for r in rows]
     labels = torch.zeros(batch, dtype=torch.long)
     n_params = sum(p.numel() for n, p in backbone.model.named_parameters() if "embed" not in n)
@@ -97,23 +96,20 @@ def worker(mode: str, precision: str, batch: int, steps: int, candidate_pass: st
     flops = 2 * info["n_params"] * info["tokens"] * (1 if mode == "infer" else 3)
     return {"mode": mode, "precision": precision, "pass": candidate_pass, "batch": batch,
             "s_per_batch": round(sec, 3), "examples_per_s": round(batch / sec, 3),
-            "tokens_per_batch": info["tokens"], "flop_per_s": flops / sec, "peak_rss_mb": _status_kb("VmHWM") // 1024}
+            "tokens_per_batch": info["tokens"], "flop_per_s": flops / sec, "peak_rss_mb": peak_rss_kb() // 1024}
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__, threads=2, out=RESULTS / "stage_throughput" / "precision.json",
+                out_help="the result JSON; its table goes beside it as .md")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "PRECISION", "PASS"))
     ap.add_argument("--passes", default="auto", help="lm.candidate_pass values to compare, e.g. cached,packed")
     ap.add_argument("--precisions", default="fp32,bf16,bf16-weights")
     ap.add_argument("--modes", default="infer,stage1,stage2")
-    ap.add_argument("--suffix", default="", help="results file name suffix")
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.worker:
         mode, precision, candidate_pass = args.worker
         print(json.dumps(worker(mode, precision, args.batch, args.steps, candidate_pass)))
@@ -131,11 +127,7 @@ def main(argv=None) -> None:
         row["fraction_of_peak"] = round(row["flop_per_s"] / peak[precision], 4)
         rows.append(row)
         print(row, flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"throughput{args.suffix}"
-    doc = {"threads": args.threads, "matmul_peak_flop_per_s": peak, "rows": rows, "out": str(out),
-           "command": "python benchmarks/speed/throughput.py " + " ".join(argv or sys.argv[1:])}
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    doc = {"threads": args.threads, "matmul_peak_flop_per_s": peak, "rows": rows}
     lines = [f"# Stage throughput, SmolLM2-135M, batch {args.batch} x 20 candidates, {args.threads} threads", "",
              f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s", "",
              "| mode | precision | candidate pass | examples/s | s/batch | peak RSS MB | GFLOP/s | fraction of peak |",
@@ -149,7 +141,7 @@ def main(argv=None) -> None:
               for (m, p, c), r in by.items() if c == "packed" and (m, p, "cached") in by]
     if ratios:
         lines += ["", "Before (cached) / after (packed), measured in this run:", ""] + ratios
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_result(args.out, doc, markdown="\n".join(lines))
 
 
 if __name__ == "__main__":

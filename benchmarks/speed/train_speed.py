@@ -15,12 +15,13 @@ mean TA/RPS accuracy for stage 1.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from delrec.benchmarking import parser, set_threads, write_result
 
 OFF = {"train_layers": 0, "train_negatives": 0, "cache_lower": True}
 STAGE2_ARMS = {  # name -> stage2 levers; "today" is the packed bf16 pass over every block and candidate
@@ -63,7 +64,8 @@ def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -
     from delrec.evaluate import metric_row, score_examples
     from delrec.lm.soft_prompt import SoftPrompt
     from delrec.pipeline import new_lm, prepare, prompt_builder
-    from delrec.stages.finetune import add_adalora, finetune
+    from delrec.lm.adapters import add_adalora
+    from delrec.stages.finetune import finetune
 
     soft_arm = changes.get("soft", False)
     levers = {k: v for k, v in changes.items() if k != "soft"}
@@ -138,7 +140,9 @@ def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0, workdir: s
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # --out is required: without --update an invocation replaces the whole file, arms of other machines too
+    ap = parser(__doc__, threads=2, out="",
+                out_help="the result JSON, e.g. benchmarks/results/train_speed/levers.json (required)")
     ap.add_argument("--config", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--n", type=int, default=64, help="training examples of the speed arms")
@@ -151,17 +155,12 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", default=",".join(STAGE2_ARMS), help="stage-2 speed arms; empty: none")
     ap.add_argument("--stage1-arms", default=",".join(STAGE1_ARMS))
     ap.add_argument("--stage1-quality-arms", default="today,new")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--note", default="", help="how the machine was loaded, what was left out")
     ap.add_argument("--update", action="store_true",
                     help="keep what --out holds for a stage this invocation does not measure (its command too)")
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    doc = {"command": "python benchmarks/speed/train_speed.py " + " ".join(argv or sys.argv[1:]), "threads": args.threads,
-           "stage2": {}, "stage1": {}, "note": args.note}
+    set_threads(args.threads)
+    doc = {"threads": args.threads, "stage2": {}, "stage1": {}, "note": args.note}  # the command: in provenance
     measured = {"stage2": bool(args.arms.strip(",")) or args.quality_examples > 0,
                 "stage1": args.stage1_steps > 0 or args.stage1_quality_steps > 0}
     doc["quality"] = {}
@@ -171,12 +170,16 @@ def main(argv=None) -> int:
             doc[kept] = old.get(kept, {})
             doc |= {k: old[k] for k in (f"{kept}_ratio", f"{kept}_ratio_single_epoch") if k in old}
             doc["quality"][kept] = old.get("quality", {}).get(kept, {})
-            doc[f"{kept}_command"] = old.get(f"{kept}_command", old["command"])
+            # A kept stage keeps its command (and its stamp where known): the file's own stamp is this run's.
+            stamp = old.get("provenance", {})
+            own = f"{kept}_command" not in old  # the invocation that wrote `old` measured this stage
+            doc[f"{kept}_command"] = old.get(f"{kept}_command", old.get("command", stamp.get("command")))
+            if prov := old.get(f"{kept}_provenance", stamp if own else None):
+                doc[f"{kept}_provenance"] = prov
             doc[f"{kept}_note"] = old.get(f"{kept}_note", old.get("note", ""))
 
-    def save():
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    def save():  # after every arm, so an interrupted invocation keeps what it measured
+        write_result(args.out, doc)
 
     for name in filter(None, args.arms.split(",")):
         doc["stage2"][name] = stage2_arm(args, STAGE2_ARMS[name], args.n, args.epochs)

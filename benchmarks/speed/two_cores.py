@@ -3,7 +3,7 @@
     python benchmarks/speed/two_cores.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
         --out benchmarks/results/two_cores/stage2.json [--steps 36 --train-examples 96] [--from-run runs/ml-100k]
     python benchmarks/speed/two_cores.py --stage 1 --baseline-set stage1.train_negatives=0 --steps 100 \
-        --eval-every 25 --valid-users 64 ...            # stage 1, with today's arm in the same invocation
+        --eval-every 25 --valid-users 64 ...            # -> benchmarks/results/two_cores/stage1.json
 
 Each arm is a real `delrec finetune` run of lsr-only for `--steps` steps of the preset's global batch (under
 torchrun each process takes half of every batch), with teacher/ and candidates/ copied from `--from-run` (a
@@ -18,14 +18,13 @@ the order of floating-point sums). Run it on an otherwise idle machine: both arm
 
 `--stage 1` times `delrec distill` (stage 1 of delrec) instead. `--baseline-set KEY=VALUE` (repeatable) adds a
 third arm, one process with two threads and those settings (for stage 1, `stage1.train_negatives=0` is the
-pass before the cost levers), and reports both arms' rates over it. With `--eval-every`, every arm validates
-on `--valid-users` users along the way (the curves are reported; a step that follows a validation is left out
-of the rates).
+pass before the cost levers), and reports both arms' rates over it, in this script's own result
+(`<arm>_over_baseline`). With `--eval-every`, every arm validates on `--valid-users` users along the way (the
+curves are reported; a step that follows a validation is left out of the rates).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -35,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from delrec.benchmarking import RESULTS, ROOT, parser, write_result
 
 
 def _rates(dt: list[float], timed: list[bool], per_epoch: int | None, batch: int) -> dict:
@@ -70,22 +69,12 @@ def _arm(cmd: list[str], threads: int, out: Path, source: Path, stage: str) -> d
             "lower_states_shared": [r for r in rows if r.get("event") == "lower_states_shared"]}
 
 
-def _write_ratio(path: Path, result: dict, source: Path) -> None:
-    """Put the torchrun arm's rate over the baseline arm of `result` (read from `source`) into `path`."""
-    doc = json.loads(path.read_text()) if path.exists() else {}
-    key = f"stage{result['stage']}_ratio"
-    if key in doc and doc.get(f"{key}_source") != str(source):
-        doc[f"{key}_one_process"] = doc[key]  # the one-process measurement this one builds on
-    doc |= {key: result["torchrun-two-processes_over_baseline"], f"{key}_source": str(source),
-            f"{key}_command": result["command"],
-            f"{key}_arms": "torchrun-two-processes (the preset's levers) over baseline (today's pass, one process)"}
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-
-
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config")
-    ap.add_argument("--data-dir")
+    ap = parser(__doc__, out=RESULTS / "two_cores" / "stage2.json",
+                out_help="the result JSON (default: benchmarks/results/two_cores/stage<--stage>.json)")
+    ap.set_defaults(out=None)  # the default follows --stage, below
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--data-dir", required=True)
     ap.add_argument("--from-run", type=Path, help="a run folder holding teacher/ and candidates/")
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--train-examples", type=int, default=-1,
@@ -96,22 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--valid-users", type=int, default=16, help="validation users of the stage")
     ap.add_argument("--baseline-set", action="append", default=[], metavar="KEY=VALUE",
                     help="add a one-process two-thread arm with these settings (repeatable)")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--ratio-into", type=Path, metavar="JSON",
-                    help="with --baseline-set: write torchrun-over-baseline as stage<N>_ratio into this results "
-                         "file (benchmarks/results/train_speed/levers.json), keeping its previous value beside it")
-    ap.add_argument("--from-results", action="store_true",
-                    help="run nothing: take the arms from the results file --out of an earlier invocation")
     args = ap.parse_args(argv)
-    if args.from_results:
-        if not args.ratio_into:
-            ap.error("--from-results needs --ratio-into")
-        _write_ratio(args.ratio_into, json.loads(args.out.read_text()), args.out)
-        return 0
-    if not (args.config and args.data_dir):
-        ap.error("--config and --data-dir are required (unless --from-results)")
-    if args.ratio_into and not args.baseline_set:
-        ap.error("--ratio-into needs --baseline-set: the ratio is over the baseline arm")
+    args.out = args.out or RESULTS / "two_cores" / f"stage{args.stage}.json"
     from delrec.config import load_config
     from delrec.pipeline import prepare
 
@@ -152,8 +127,8 @@ def main(argv=None) -> int:
     for arm in arms.values():
         arm |= _rates(arm["step_s"], arm["timed_steps"], per_epoch, batch)
     a, b = arms["one-process-two-threads"], arms["torchrun-two-processes"]
-    doc = {"command": "python benchmarks/speed/two_cores.py " + " ".join(argv or sys.argv[1:]), "stage": args.stage,
-           "batch_size": batch, "train_examples": n_train, "steps_per_epoch": per_epoch, "arms": arms,
+    doc = {"stage": args.stage, "batch_size": batch, "train_examples": n_train, "steps_per_epoch": per_epoch,
+           "arms": arms,
            "torchrun_over_threads": b["examples_per_s"] / a["examples_per_s"],
            "torchrun_over_threads_later_epochs": (b["later_epochs_examples_per_s"] / a["later_epochs_examples_per_s"]
                                                    if a.get("later_epochs_examples_per_s") else None),
@@ -162,10 +137,7 @@ def main(argv=None) -> int:
         doc["baseline_set"] = args.baseline_set
         for name in ("one-process-two-threads", "torchrun-two-processes"):
             doc[f"{name}_over_baseline"] = arms[name]["examples_per_s"] / arms["baseline"]["examples_per_s"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    if args.ratio_into:
-        _write_ratio(args.ratio_into, doc, args.out)
+    write_result(args.out, doc, config=cfg)
     print(json.dumps({k: v for k, v in doc.items() if "_over_" in k or k.startswith("max_abs")}))
     return 0
 

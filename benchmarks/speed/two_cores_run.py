@@ -5,15 +5,14 @@
 
 Each arm runs the same config from an empty run folder (teachers, zero-shot test, stage 1, both stage-2
 methods, every test pass), one after the other on an otherwise idle machine; `--set` shrinks the budget so the
-pair fits in a session. The parts' seconds come from the run logs (benchmarks/tools/stage_times.py), so a per-part
-ratio can be applied to the parts of a full-budget run timed the other way. The test rows of both arms are
-kept: the two runs differ in float summation order and in LoRA dropout masks (drawn per process), so their
-trained rows are two training runs, not one.
+pair fits in a session. The parts' seconds come from the run logs (delrec.benchmarking.stage_times, what
+benchmarks/tools/stage_times.py prints), so a per-part ratio can be applied to the parts of a full-budget run
+timed the other way. The test rows of both arms are kept: the two runs differ in float summation order and in
+LoRA dropout masks (drawn per process), so their trained rows are two training runs, not one.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -22,13 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from delrec.benchmarking import RESULTS, ROOT, parser, stage_times, write_result
 
 
 def _arm(launcher: list[str], threads: int, base: list[str], out: Path) -> dict:
-    from stage_times import stage_times
-
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT / "src"))
     t = time.time()
     subprocess.run([sys.executable, *launcher, "-m", "delrec.cli", "run", *base, "--out", str(out)], check=True,
@@ -40,12 +36,11 @@ def _arm(launcher: list[str], threads: int, base: list[str], out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, out=RESULTS / "two_cores" / "whole-run.json")
     ap.add_argument("--config", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--set", action="append", default=[], help="config override for both arms")
     ap.add_argument("--keep", type=Path, help="keep both run folders under this folder")
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     base = ["--config", args.config, "--data-dir", args.data_dir, *[x for s in args.set for x in ("--set", s)]]
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,11 +49,10 @@ def main(argv=None) -> int:
                 "torchrun-two-processes": _arm(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
                                                1, base, root / "ddp")}
     a, b = (arms[k]["parts_s"] for k in arms)
-    doc = {"command": "python benchmarks/speed/two_cores_run.py " + " ".join(argv or sys.argv[1:]), "arms": arms,
+    doc = {"arms": arms,
            "threads_over_torchrun_time": {k: round(a[k] / b[k], 3) for k in a if b.get(k)},
            "wall_ratio": arms["one-process-two-threads"]["wall_s"] / arms["torchrun-two-processes"]["wall_s"]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    write_result(args.out, doc)
     print(json.dumps({k: doc[k] for k in ("threads_over_torchrun_time", "wall_ratio")}, indent=1))
     return 0
 

@@ -142,8 +142,7 @@ class LMConfig:
     def validate(self) -> None:
         _choice("lm.dtype", self.dtype, DTYPES)
         _choice("lm.soft_init", self.soft_init, SOFT_INITS)
-        _choice("lm.scorer", self.scorer, SCORERS)
-        _choice("lm.length_norm", self.length_norm, LENGTH_NORMS)
+        check_scoring(self.scorer, self.length_norm, self.candidate_pass)
         _positive("lm.n_soft", self.n_soft, minimum=0)  # 0 only without a soft prompt: see RunConfig
         _positive("lm.chunk_rows", self.chunk_rows, minimum=0)
         _positive("lm.max_title_tokens", self.max_title_tokens)
@@ -151,7 +150,14 @@ class LMConfig:
         if not self.backbone.strip():
             raise DelrecError("lm.backbone: empty; use a hub id, a local model folder, smollm2-offline or "
                               "tiny-random-t5")
-        _choice("lm.candidate_pass", self.candidate_pass, CANDIDATE_PASSES)
+
+
+def check_scoring(scorer: str, length_norm: str, candidate_pass: str) -> None:
+    """lm.scorer, lm.length_norm and lm.candidate_pass, checked in this one place: by LMConfig, and by a
+    CandidateScorer built without one (tests, benchmarks)."""
+    _choice("lm.scorer", scorer, SCORERS)
+    _choice("lm.length_norm", length_norm, LENGTH_NORMS)
+    _choice("lm.candidate_pass", candidate_pass, CANDIDATE_PASSES)
 
 
 _UNSET = object()

@@ -84,9 +84,9 @@ class Recommender:
     @classmethod
     def load(cls, run_dir: str | Path, method: str = "delrec", *, cfg: RunConfig | None = None,
              dataset: Dataset | None = None, teachers: dict | None = None) -> Recommender:
+        from delrec.lm.adapters import load_adapter
         from delrec.lm.soft_prompt import SoftPrompt
         from delrec.lm_rows import new_lm, prompt_builder
-        from delrec.stages.finetune import load_adapter
 
         run_dir = Path(run_dir)
         cfg = cfg or run_config(run_dir)

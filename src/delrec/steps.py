@@ -185,8 +185,9 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
 
 def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | None, resume: bool,
            teachers=None) -> dict:
+    from delrec.lm.adapters import add_adalora
     from delrec.lm.soft_prompt import SoftPrompt
-    from delrec.stages.finetune import add_adalora, finetune
+    from delrec.stages.finetune import finetune
 
     cfg = ctx.cfg
     folder = ctx.run.stage2_dir(cfg, method, stage1_key)
@@ -232,8 +233,8 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
 
 def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | None, teachers=None) -> None:
     """valid_scores.npy of a finished stage 2: its trained adapter on the validation candidate file."""
+    from delrec.lm.adapters import load_adapter
     from delrec.lm.soft_prompt import SoftPrompt
-    from delrec.stages.finetune import load_adapter
 
     cfg = ctx.cfg
     hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None

@@ -41,7 +41,7 @@ from contextlib import nullcontext
 import torch
 
 from delrec import DelrecError
-from delrec.choices import CANDIDATE_PASSES, LENGTH_NORMS, SCORERS
+from delrec.config import check_scoring
 from delrec.lm.backbone import forward_params
 from delrec.prompts.templates import LETTERS, SOFT
 
@@ -83,15 +83,9 @@ class CandidateScorer:
     def __init__(self, backbone, kind: str = "title-likelihood", length_norm: str = "mean",
                  max_title_tokens: int = 24, max_prompt_tokens: int = 1024, autocast_bf16: bool = False,
                  append_eos: bool | None = None, chunk_rows: int = 16, candidate_pass: str = "auto"):
-        if kind not in SCORERS:
-            raise DelrecError(f"lm.scorer: {kind!r} is not one of {', '.join(SCORERS)}")
-        if length_norm not in LENGTH_NORMS:
-            raise DelrecError(f"lm.length_norm: {length_norm!r} is not one of {', '.join(LENGTH_NORMS)}")
+        check_scoring(kind, length_norm, candidate_pass)  # the model-dependent check follows below
         self.backbone, self.kind, self.length_norm = backbone, kind, length_norm
         self.max_title_tokens, self.max_prompt_tokens = max_title_tokens, max_prompt_tokens
-        if candidate_pass not in CANDIDATE_PASSES:
-            raise DelrecError(f"lm.candidate_pass: {candidate_pass!r} is not one of "
-                              f"{', '.join(CANDIDATE_PASSES)}")
         self.autocast_bf16, self.chunk_rows = autocast_bf16, chunk_rows
         self.enc_dec = backbone.is_encoder_decoder
         if candidate_pass == "packed" and self.enc_dec:

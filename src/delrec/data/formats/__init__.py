@@ -41,7 +41,7 @@ def read_dataset(cfg: DataConfig, data_dir: Path) -> Dataset:
         from delrec.data.formats.amazon import read_amazon_raw
         return read_amazon_raw(data_dir, **kw)
     if fmt == "p5":
-        from delrec.data.formats.amazon import read_p5
+        from delrec.data.formats.p5 import read_p5
         return read_p5(data_dir, **kw)
     from delrec.data.formats.csv import read_csv
     return read_csv(data_dir, columns=cfg.columns, delimiter=cfg.delimiter, **kw)
@@ -49,7 +49,8 @@ def read_dataset(cfg: DataConfig, data_dir: Path) -> Dataset:
 
 def detect_amazon(data_dir: Path) -> str:
     """Which layout `data_dir` holds: RecBole atomic, raw Amazon 2014 dumps, P5 sequence files, or CSV."""
-    from delrec.data.formats.amazon import find_raw_dumps, find_sequence_files
+    from delrec.data.formats.amazon import find_raw_dumps
+    from delrec.data.formats.p5 import find_sequence_files
 
     if data_dir.is_file():
         return "csv" if data_dir.suffix in (".csv", ".tsv") else "atomic"
