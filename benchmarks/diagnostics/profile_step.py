@@ -10,58 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from delrec.benchmarking import lsr_rows, movie_titles, parser, set_threads
-
-
-# A copy of benchmarks/speed/throughput.py's make_step: scripts do not import one another, so that each runs
-# on its own. Change both together (or move it into delrec.benchmarking), so the profile is of the timed step.
-def make_step(mode: str, precision: str, batch: int, attn: str = "", candidate_pass: str = "auto"):
-    """(step(i), info): one scoring batch or training step of `mode` on SmolLM2, and its token count."""
-    import torch
-    import torch.nn.functional as F
-
-    from delrec.config import LMConfig, Stage2Config
-    from delrec.lm.backbone import load_backbone
-    from delrec.lm.scoring import CandidateScorer
-    from delrec.lm.soft_prompt import SoftPrompt
-    from delrec.lm.adapters import add_adalora, orthogonal_regulariser
-
-    # bf16 = fp32 weights under bf16 autocast; bf16-weights = the frozen LM stored in bf16 (no per-call casts)
-    backbone = load_backbone(LMConfig(backbone="smollm2-offline",
-                                      dtype="bf16" if precision == "bf16-weights" else "fp32"))
-    scorer = CandidateScorer(backbone, "title-likelihood", autocast_bf16=precision == "bf16",
-                             candidate_pass=candidate_pass)
-    if attn:
-        backbone.model.set_attn_implementation(attn)
-    soft = SoftPrompt.create(20, backbone, seed=0)
-    rows = lsr_rows(movie_titles(), batch, 20)
-    prompts, cands = [r[0] for r in rows], [r[2] for r in rows]
-    labels = torch.zeros(batch, dtype=torch.long)
-    n_params = sum(p.numel() for n, p in backbone.model.named_parameters() if "embed" not in n)
-    tokens = sum(len(scorer.prepare(p, True)[0]) + 20 for p in prompts)  # prompt + soft
-    tokens += sum(len(scorer.title_ids(t)) for c in cands for t in c)
-    opt = None
-    if mode == "stage2":
-        cfg = Stage2Config(steps=100, init_r=16, target_r=8, warmup=0)
-        model = add_adalora(backbone, cfg)
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step(i: int) -> None:
-        if mode == "infer":
-            with torch.no_grad():
-                scorer.score(prompts, cands, soft)
-        elif mode == "stage1":
-            loss = F.cross_entropy(scorer.score(prompts, cands, soft), labels)
-            torch.autograd.grad(loss, soft.weight)
-        else:
-            loss = F.cross_entropy(scorer.score(prompts, cands, soft), labels)
-            (loss + 0.5 * orthogonal_regulariser(backbone.model)).backward()
-            opt.step()
-            backbone.model.base_model.update_and_allocate(i)
-            opt.zero_grad()
-    return step, {"tokens": tokens, "n_params": n_params}
-
+from delrec.benchmarking import parser, set_threads, stage_step
 
 
 def main(argv=None) -> None:
@@ -77,7 +26,7 @@ def main(argv=None) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     set_threads(args.threads)
-    step, _ = make_step(args.mode, args.precision, args.batch, attn=args.attn, candidate_pass=args.candidate_pass)
+    step, _ = stage_step(args.mode, args.precision, args.batch, attn=args.attn, candidate_pass=args.candidate_pass)
     step(0)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step(1)

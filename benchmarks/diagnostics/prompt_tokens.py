@@ -1,4 +1,4 @@
-"""Where the tokens of a training example go: instruction, soft prompt, history, teacher slots, candidates.
+r"""Where the tokens of a training example go: instruction, soft prompt, history, teacher slots, candidates.
 
     python benchmarks/diagnostics/prompt_tokens.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
         [--set lm.title_years=false --out benchmarks/results/prompt_tokens/ml-100k-no-years.json]

@@ -28,9 +28,9 @@ def main(argv=None) -> int:
     from delrec.config import load_config
     from delrec.data.candidates import read_candidates
     from delrec.data.registry import load_dataset
+    from delrec.lm.adapters import add_adalora
     from delrec.lm_rows import lsr_examples, new_lm, prompt_builder
     from delrec.runs import RunDir
-    from delrec.lm.adapters import add_adalora
     from delrec.stages.finetune import finetune
 
     cfg = load_config(str(args.run / "config.yaml"))

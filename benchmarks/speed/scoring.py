@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from delrec.benchmarking import RESULTS, lsr_rows, movie_titles, parser, peak_rss_kb, set_threads, write_result
+from delrec.benchmarking import RESULTS, parser, set_threads, write_result
 
 # title-likelihood-one-pass: all B*C rows continued in one pass (chunk_rows=0), to show what chunking buys.
 METHODS = ("title-likelihood", "title-likelihood-one-pass", "first-token", "index-letter", "naive-reference")
@@ -53,6 +53,7 @@ def _backbone(model: str, titles):
 def worker(model: str, precision: str, method: str, batch: int, n_cands: int, naive_examples: int) -> dict:
     import torch
 
+    from delrec.benchmarking import lsr_rows, movie_titles, peak_rss_kb
     from delrec.lm.scoring import CandidateScorer
     from delrec.lm.soft_prompt import SoftPrompt
 

@@ -1,5 +1,4 @@
-"""Training and inference throughput of the DELRec stages on the offline SmolLM2, as a fraction of this
-machine's measured matmul peak.
+r"""Stage throughput (training, inference) on the offline SmolLM2 as a fraction of this machine's matmul peak.
 
 Each mode runs in its own subprocess (its peak RSS is its own): `infer` (LSR scoring), `stage1` (TA-style
 batch: scores, CE, gradient w.r.t. the soft prompt only), `stage2` (AdaLoRA on q/v: scores, CE + orthogonal
@@ -8,7 +7,8 @@ same invocation, fp32 and bf16. FLOPs are counted as 2 x (non-embedding paramete
 forward pass and 3x that for a training step (forward + backward, the usual 6N rule), which overstates the
 stage-1/2 backward (no weight gradients for the frozen LM), so the training fractions are upper bounds.
 
-    python benchmarks/speed/throughput.py [--threads 2] [--steps 3]   # -> benchmarks/results/stage_throughput/precision.{json,md}
+    python benchmarks/speed/throughput.py [--threads 2] [--steps 3]
+        # -> benchmarks/results/stage_throughput/precision.{json,md}
     python benchmarks/speed/throughput.py --precisions bf16 --passes cached,packed \
         --out benchmarks/results/stage_throughput/packed-vs-cached.json
 """
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from delrec.benchmarking import RESULTS, lsr_rows, movie_titles, parser, peak_rss_kb, set_threads, write_result
+from delrec.benchmarking import RESULTS, parser, peak_rss_kb, set_threads, stage_step, write_result
 
 
 def matmul_peak(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
@@ -36,57 +36,8 @@ def matmul_peak(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def make_step(mode: str, precision: str, batch: int, attn: str = "", candidate_pass: str = "auto"):
-    """(step(i), info): one scoring batch or training step of `mode` on SmolLM2, and its token count.
-    benchmarks/diagnostics/profile_step.py profiles a copy of it: change both together."""
-    import torch
-    import torch.nn.functional as F
-
-    from delrec.config import LMConfig, Stage2Config
-    from delrec.lm.backbone import load_backbone
-    from delrec.lm.scoring import CandidateScorer
-    from delrec.lm.soft_prompt import SoftPrompt
-    from delrec.lm.adapters import add_adalora, orthogonal_regulariser
-
-    # bf16 = fp32 weights under bf16 autocast; bf16-weights = the frozen LM stored in bf16 (no per-call casts)
-    backbone = load_backbone(LMConfig(backbone="smollm2-offline",
-                                      dtype="bf16" if precision == "bf16-weights" else "fp32"))
-    scorer = CandidateScorer(backbone, "title-likelihood", autocast_bf16=precision == "bf16",
-                             candidate_pass=candidate_pass)
-    if attn:
-        backbone.model.set_attn_implementation(attn)
-    soft = SoftPrompt.create(20, backbone, seed=0)
-    rows = lsr_rows(movie_titles(), batch, 20)
-    prompts, cands = [r[0] for r in rows], [r[2] for r in rows]
-    labels = torch.zeros(batch, dtype=torch.long)
-    n_params = sum(p.numel() for n, p in backbone.model.named_parameters() if "embed" not in n)
-    tokens = sum(len(scorer.prepare(p, True)[0]) + 20 for p in prompts)  # prompt + soft
-    tokens += sum(len(scorer.title_ids(t)) for c in cands for t in c)
-    opt = None
-    if mode == "stage2":
-        cfg = Stage2Config(steps=100, init_r=16, target_r=8, warmup=0)
-        model = add_adalora(backbone, cfg)
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step(i: int) -> None:
-        if mode == "infer":
-            with torch.no_grad():
-                scorer.score(prompts, cands, soft)
-        elif mode == "stage1":
-            loss = F.cross_entropy(scorer.score(prompts, cands, soft), labels)
-            torch.autograd.grad(loss, soft.weight)
-        else:
-            loss = F.cross_entropy(scorer.score(prompts, cands, soft), labels)
-            (loss + 0.5 * orthogonal_regulariser(backbone.model)).backward()
-            opt.step()
-            backbone.model.base_model.update_and_allocate(i)
-            opt.zero_grad()
-    return step, {"tokens": tokens, "n_params": n_params}
-
-
 def worker(mode: str, precision: str, batch: int, steps: int, candidate_pass: str = "auto") -> dict:
-    step, info = make_step(mode, precision, batch, candidate_pass=candidate_pass)
+    step, info = stage_step(mode, precision, batch, candidate_pass=candidate_pass)
     times = []
     for i in range(steps + 1):  # the first step warms up allocator and caches
         t = time.perf_counter()

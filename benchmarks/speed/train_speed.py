@@ -1,4 +1,4 @@
-"""Training example passes per second, today's stage-1/stage-2 pass against the cost levers, A/B in one run.
+r"""Training example passes per second, today's stage-1/stage-2 pass against the cost levers, A/B in one run.
 
     python benchmarks/speed/train_speed.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
         --out benchmarks/results/train_speed/levers.json [--quality-examples 600 --valid-users 200]
@@ -62,9 +62,9 @@ def _step_times(log_path: Path, stage: str) -> list[float]:
 
 def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -> dict:
     from delrec.evaluate import metric_row, score_examples
+    from delrec.lm.adapters import add_adalora
     from delrec.lm.soft_prompt import SoftPrompt
     from delrec.pipeline import new_lm, prepare, prompt_builder
-    from delrec.lm.adapters import add_adalora
     from delrec.stages.finetune import finetune
 
     soft_arm = changes.get("soft", False)

@@ -1,4 +1,4 @@
-"""Both cores for a stage: one process with two threads against two processes (`torchrun`, gloo) of one thread.
+r"""Both cores for a stage: one process with two threads against two processes (`torchrun`, gloo) of one thread.
 
     python benchmarks/speed/two_cores.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
         --out benchmarks/results/two_cores/stage2.json [--steps 36 --train-examples 96] [--from-run runs/ml-100k]

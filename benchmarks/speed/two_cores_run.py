@@ -1,4 +1,4 @@
-"""Both cores for a whole `delrec run`: one process with two threads against `torchrun --nproc_per_node 2`.
+r"""Both cores for a whole `delrec run`: one process with two threads against `torchrun --nproc_per_node 2`.
 
     python benchmarks/speed/two_cores_run.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
         --out benchmarks/results/two_cores/whole-run.json [--set stage2.steps=120 ...]

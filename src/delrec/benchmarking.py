@@ -24,7 +24,7 @@ def parser(doc: str | None, *, threads: int | None = None, out: str | Path | Non
     """The script's argument parser: its docstring's first line as description, the rest as epilog, plus
     `--threads` (torch intra-op threads; 0 = torch's default) and `--out` when the script takes them."""
     head, _, rest = (doc or "").strip().partition("\n")
-    ap = argparse.ArgumentParser(description=head, epilog=rest.strip() or None,
+    ap = argparse.ArgumentParser(description=head, epilog=rest.strip("\n") or None,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     if threads is not None:
         ap.add_argument("--threads", type=int, default=threads,
@@ -60,7 +60,13 @@ def stamp(config=None, *, cmd: str | None = None) -> dict:
     out = {"commit": git_commit(), "machine": machine(), "command": cmd or command(),
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if config is not None:
-        out["config_digest"] = digest(config)
+        # Where a run wrote and read its files does not change what it measured: left out of the digest.
+        settings = config.to_dict() if hasattr(config, "to_dict") else config
+        if isinstance(settings, dict):
+            settings = {k: v for k, v in settings.items() if k != "out"}
+            if isinstance(settings.get("data"), dict):
+                settings["data"] = {k: v for k, v in settings["data"].items() if k != "data_dir"}
+        out["config_digest"] = digest(settings)
     return out
 
 
@@ -146,3 +152,52 @@ def lsr_rows(titles: list[str], batch: int, n_candidates: int, seed: int = 0) ->
         rows.append((T.render_lsr("movie", "SASRec", hist, cands, False),
                      T.render_lsr("movie", "SASRec", hist, cands, True), cands))
     return rows
+
+
+def stage_step(mode: str, precision: str, batch: int, attn: str = "", candidate_pass: str = "auto"):
+    """(step(i), info): one scoring batch (`infer`) or stage-1/stage-2 training step of `mode` on the offline
+    SmolLM2 and its token count; speed/throughput.py times it, diagnostics/profile_step.py profiles it."""
+    import torch
+    import torch.nn.functional as F
+
+    from delrec.config import LMConfig, Stage2Config
+    from delrec.lm.adapters import add_adalora, orthogonal_regulariser
+    from delrec.lm.backbone import load_backbone
+    from delrec.lm.scoring import CandidateScorer
+    from delrec.lm.soft_prompt import SoftPrompt
+
+    # bf16 = fp32 weights under bf16 autocast; bf16-weights = the frozen LM stored in bf16 (no per-call casts)
+    backbone = load_backbone(LMConfig(backbone="smollm2-offline",
+                                      dtype="bf16" if precision == "bf16-weights" else "fp32"))
+    scorer = CandidateScorer(backbone, "title-likelihood", autocast_bf16=precision == "bf16",
+                             candidate_pass=candidate_pass)
+    if attn:
+        backbone.model.set_attn_implementation(attn)
+    soft = SoftPrompt.create(20, backbone, seed=0)
+    rows = lsr_rows(movie_titles(), batch, 20)
+    prompts, cands = [r[0] for r in rows], [r[2] for r in rows]
+    labels = torch.zeros(batch, dtype=torch.long)
+    n_params = sum(p.numel() for n, p in backbone.model.named_parameters() if "embed" not in n)
+    tokens = sum(len(scorer.prepare(p, True)[0]) + 20 for p in prompts)  # prompt + soft
+    tokens += sum(len(scorer.title_ids(t)) for c in cands for t in c)
+    opt = None
+    if mode == "stage2":
+        cfg = Stage2Config(steps=100, init_r=16, target_r=8, warmup=0)
+        model = add_adalora(backbone, cfg)
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step(i: int) -> None:
+        if mode == "infer":
+            with torch.no_grad():
+                scorer.score(prompts, cands, soft)
+        elif mode == "stage1":
+            loss = F.cross_entropy(scorer.score(prompts, cands, soft), labels)
+            torch.autograd.grad(loss, soft.weight)
+        else:
+            loss = F.cross_entropy(scorer.score(prompts, cands, soft), labels)
+            (loss + 0.5 * orthogonal_regulariser(backbone.model)).backward()
+            opt.step()
+            backbone.model.base_model.update_and_allocate(i)
+            opt.zero_grad()
+    return step, {"tokens": tokens, "n_params": n_params}
