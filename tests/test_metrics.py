@@ -68,7 +68,7 @@ def _load_aggregate():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("aggregate", Path(__file__).resolve().parents[1]
-                                                  / "benchmarks" / "aggregate.py")
+                                                  / "benchmarks" / "tools" / "aggregate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -10,7 +10,6 @@ against optimiser steps. Writes the curve, the per-step losses, the config and t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -18,26 +17,25 @@ import tempfile
 import time
 from pathlib import Path
 
+from delrec.benchmarking import command, parser, set_threads, write_result
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, threads=2, out="",
+                out_help="the result, e.g. benchmarks/results/overfit/<name>.json")
     ap.add_argument("--config", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--n", type=int, default=64, help="training examples (the first n of the training file)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=25)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], dest="overrides")
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    import torch
-
     from delrec.config import load_config
     from delrec.evaluate import accuracy, score_examples
     from delrec.pipeline import new_lm, prepare, prompt_builder
     from delrec.stages.finetune import add_adalora, finetune
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(args.config, [f"data.data_dir={args.data_dir}", f"out={tmp}",
                                         f"stage2.steps={args.steps}", f"stage2.eval_every={args.eval_every}",
@@ -61,10 +59,8 @@ def main(argv=None) -> int:
            "curve": {"steps": [s for s, _ in curve], "train_hr@1": [v for _, v in curve]}, "loss": losses,
            "grad_norm": [[r["step"], round(r["grad_norm"], 4)] for r in log if "grad_norm" in r],
            "wall_s": round(wall, 1), "examples_seen": args.steps * cfg.stage2.batch_size,
-           "stage2": dataclasses.asdict(cfg.stage2), "lm": dataclasses.asdict(cfg.lm),
-           "command": "python benchmarks/quality/overfit.py " + " ".join(argv or sys.argv[1:])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+           "stage2": dataclasses.asdict(cfg.stage2), "lm": dataclasses.asdict(cfg.lm)}
+    write_result(args.out, doc, config=cfg, cmd=command(None if argv is None else [__file__, *argv]))
     print(json.dumps({k: doc[k] for k in ("train_hr@1", "best_train_hr@1", "wall_s")}), doc["curve"])
     return 0
 

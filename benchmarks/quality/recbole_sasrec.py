@@ -131,31 +131,41 @@ def run_recbole(dataset, split, args) -> dict:
     return theirs
 
 
+def worker_main(argv: list[str]) -> int:
+    """`--worker DATA_PATH OUT_JSON ...` in RecBole's venv, which has no delrec: its own stdlib parser."""
+    ap = argparse.ArgumentParser(prog="recbole_sasrec.py --worker")
+    ap.add_argument("data_path")
+    ap.add_argument("out_json")
+    ap.add_argument("--epochs", type=int, required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    args = ap.parse_args(argv)
+    recbole_worker(args.data_path, args.epochs, args.threads, args.seed, args.out_json)
+    return 0
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--worker"]:
+        return worker_main(argv[1:])
+    from delrec.benchmarking import RESULTS, command, parser, set_threads, write_result
+
+    ap = parser(__doc__, threads=1, out=RESULTS / "recbole_sasrec",
+                out_help="the folder of ml-100k.json and .md")
     ap.add_argument("--data-dir", default="/work/shared/datasets/ml-100k/raw")
     ap.add_argument("--epochs", type=int, default=4, help="the same epoch cap for both sides")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recbole-python", default="/work/recbole-venv/bin/python")
     ap.add_argument("--exact-prefix", action="store_true",
                     help="also train delrec on one window per prefix (RecBole's data scheme; ~10 more minutes)")
     ap.add_argument("--reuse-recbole", metavar="JSON", help="take the RecBole row from an earlier results JSON")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    ap.add_argument("--worker", nargs=2, metavar=("DATA_PATH", "OUT_JSON"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:
-        recbole_worker(args.worker[0], args.epochs, args.threads, args.seed, args.worker[1])
-        return 0
-
-    import torch
 
     from delrec.config import DataConfig
     from delrec.data.registry import load_dataset
     from delrec.data.split import make_split
-    from delrec.io import atomic_write_text
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     dataset = load_dataset(DataConfig(dataset="ml-100k", data_dir=args.data_dir))
     split = make_split(dataset, "leave-one-out")
     rows = {}
@@ -176,22 +186,22 @@ def main(argv=None) -> int:
     ratios = {name: {"ndcg@10": r["ndcg@10"] / theirs["ndcg@10"], "hr@10": r["hr@10"] / theirs["hr@10"],
                      "train_seconds": r["train_seconds"] / theirs["train_seconds"]}
               for name, r in rows.items() if name != "recbole"}
-    doc = {"command": "python benchmarks/quality/recbole_sasrec.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "epochs_cap": args.epochs, "threads": args.threads, "users": len(dataset.users),
+    doc = {"epochs_cap": args.epochs, "threads": args.threads, "users": len(dataset.users),
            "items": dataset.n_items, "sizes": SIZES, "rows": rows, "ratios_vs_recbole": ratios}
-    out = Path(args.out)
-    atomic_write_text(out / "recbole_vs_delrec.json", json.dumps(doc, indent=2) + "\n")
-    atomic_write_text(out / "recbole_vs_delrec.md", markdown(doc))
-    print(markdown(doc))
+    cmd = command([__file__, *argv])
+    table = markdown(doc, cmd, RESULTS / "teachers" / "ml-100k.json")
+    write_result(args.out / "ml-100k.json", doc, cmd=cmd, markdown=table)
+    print(table)
     return 0
 
 
-def markdown(doc: dict) -> str:
+def markdown(doc: dict, cmd: str, converged: Path) -> str:
+    """The results page; `converged` is the teachers benchmark's JSON (its SASRec row, when there is one)."""
     rows, ratios = doc["rows"], doc["ratios_vs_recbole"]
     same = rows["recbole"]["same_targets"]
     lines = [
         "# SASRec: delrec vs RecBole 1.2.1 on ML-100K (leave-one-out, full ranking)", "",
-        f"Command: `{doc['command']}` (RecBole in its own venv, never a delrec dependency).", "",
+        f"Command: `{cmd}` (RecBole in its own venv, never a delrec dependency).", "",
         (f"Same {doc['users']} users and {doc['items']} items, same split: RecBole's valid/test targets equal "
         f"delrec's for {same['valid']}/{doc['users']} and {same['test']}/{doc['users']} users. Same sizes "
         f"(hidden {doc['sizes']['hidden']}, {doc['sizes']['layers']} layers, {doc['sizes']['heads']} heads, "
@@ -226,9 +236,8 @@ def markdown(doc: dict) -> str:
          "converged-quality gap."),
     ]
     lines += ["", "Ratios are delrec / RecBole (quality > 1 and time < 1 favour delrec).", "", "## Why", "", *notes]
-    conv = Path(__file__).parent / "results" / "teachers_ml-100k.json"
-    if conv.exists():
-        r = json.loads(conv.read_text())["rows"]["sasrec"]
+    if converged.exists():
+        r = json.loads(converged.read_text())["rows"]["sasrec"]
         lines.append(f"- **Converged reference.** delrec's default config with early stopping on the same split: "
                      f"test NDCG@10 {r['full/ndcg@10']:.4f}, HR@10 {r['full/hr@10']:.4f} after "
                      f"{r['train_seconds']:.0f} s ({r['epochs_run']} epochs, best {r['best_epoch']}; "

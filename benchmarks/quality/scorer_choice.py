@@ -1,21 +1,20 @@
 """Zero-shot LM scorers compared on the *validation* users of a config (never the test users).
 
     python benchmarks/quality/scorer_choice.py --config configs/ml-100k.yaml --data-dir $DELREC_DATA/ml-100k \
-        --out benchmarks/results/scorer_choice/ml-100k
+        --out benchmarks/results/scorer_choice/ml-100k.json
 
 Each variant changes only lm.* settings (scorer, length normalisation, whether candidates are listed, history
 length through data.max_history): the untrained LM with no soft prompt scores the same validation candidate
-sets. Writes <out>.json and <out>.md with HR@1 / HR@5 / NDCG@5, bootstrap CI95 and examples/s.
+sets. Writes --out (.json) and the .md beside it with HR@1 / HR@5 / NDCG@5, bootstrap CI95 and examples/s.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
 import time
-from pathlib import Path
+
+from delrec.benchmarking import command, parser, set_threads, write_result
 
 VARIANTS = {  # name -> changes to the config (title-likelihood with mean length normalisation by default)
     "config": {},
@@ -35,16 +34,13 @@ def _with(cfg, changes: dict):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, threads=1, out="",
+                out_help="the result, e.g. benchmarks/results/scorer_choice/ml-100k.json (.md beside it)")
     ap.add_argument("--config", required=True)
     ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     import tempfile
-
-    import torch
 
     from delrec.config import load_config
     from delrec.evaluate import metric_row, score_examples
@@ -52,7 +48,7 @@ def main(argv=None) -> int:
     from delrec.lm.scoring import scorer_from_config
     from delrec.pipeline import prepare, prompt_builder
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     base = load_config(args.config, [f"data.data_dir={args.data_dir}"])
     backbone = load_backbone(base.lm)
     rows = {}
@@ -70,16 +66,15 @@ def main(argv=None) -> int:
             rows[name] = metric_row(scores, [e.label for e in examples], n_boot=cfg.eval.bootstrap) | {
                 "examples_per_s": round(len(examples) / seconds, 3), "changes": VARIANTS[name]}
             print(name, {k: round(rows[name][k], 4) for k in ("hr@1", "hr@5", "ndcg@5")}, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"config": args.config, "split": "valid", "n": len(examples), "rows": rows,
-           "command": "python benchmarks/quality/scorer_choice.py " + " ".join(argv or sys.argv[1:])}
-    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    doc = {"config": args.config, "split": "valid", "n": len(examples), "rows": rows}
     lines = [f"# Zero-shot scorers on validation ({args.config}, {len(examples)} users)", "",
              "| variant | changes | HR@1 | HR@5 | NDCG@5 | HR@1 CI95 | examples/s |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {n} | {r['changes'] or 'as configured'} | {r['hr@1']:.4f} | {r['hr@5']:.4f} | {r['ndcg@5']:.4f} | "
               f"{r['ci95']['hr@1'][0]:.3f}-{r['ci95']['hr@1'][1]:.3f} | {r['examples_per_s']} |"
               for n, r in rows.items()]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    # the base config's digest: each variant's changes to it are in its row
+    write_result(args.out.with_suffix(".json"), doc, config=base,
+                 cmd=command(None if argv is None else [__file__, *argv]), markdown="\n".join(lines))
     return 0
 
 

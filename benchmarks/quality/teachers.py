@@ -4,25 +4,21 @@
 
 Every model uses the default TeacherConfig (override with --set teacher.KEY=VALUE) and is scored on the same
 seeded 20-candidate test sets (HR@1, HR@5, NDCG@5) and by full-catalogue ranking (HR@10, NDCG@10), history
-items excluded. Writes benchmarks/results/teachers_<dataset>.json and .md.
+items excluded. Writes benchmarks/results/teachers/<dataset>.json and .md.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from delrec.benchmarking import RESULTS, command, parser, set_threads, write_result
 from delrec.config import load_config
 from delrec.data.candidates import make_candidates
 from delrec.data.registry import load_dataset
 from delrec.data.split import make_split
-from delrec.io import atomic_write_text
 from delrec.teachers.evaluation import evaluate_teacher
 from delrec.teachers.train import train_teacher
 
@@ -31,17 +27,15 @@ COLS = [("hr@1", "HR@1"), ("hr@5", "HR@5"), ("ndcg@5", "NDCG@5"), ("full/hr@10",
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, threads=1, out=RESULTS / "teachers", out_help="the folder of <dataset>.json and .md")
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--models", nargs="+", default=["sasrec", "gru4rec", "caser"])
     ap.add_argument("--seed", type=int, default=0, help="training seed")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine has 2 shared cores)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cfg = load_config(None, [f"data.dataset={args.dataset}", f"data.data_dir={args.data_dir}", *args.set])
     dataset = load_dataset(cfg.data)
     split = make_split(dataset, cfg.data.protocol, seed=cfg.data.seed)
@@ -59,27 +53,27 @@ def main(argv=None) -> int:
     pop = rows["popularity"]
     checks = {name: row["hr@1"] > pop["hr@1"] and row["full/ndcg@10"] > pop["full/ndcg@10"]
               for name, row in rows.items() if name != "popularity"}
-    doc = {"command": "python benchmarks/quality/teachers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "dataset": dataset.name, "stats": dataset.stats(), "protocol": split.protocol,
+    # The CPU and torch version are in the provenance stamp; the thread count stays (it is a setting).
+    doc = {"dataset": dataset.name, "stats": dataset.stats(), "protocol": split.protocol,
            "candidates": {"n": cfg.data.n_candidates, "seed": cfg.data.seed, "examples": len(sets)},
-           "train_seed": args.seed, "threads": args.threads, "torch": torch.__version__,
-           "cpu": platform.processor() or platform.machine(), "teacher_config": cfg.to_dict()["teacher"],
+           "train_seed": args.seed, "threads": args.threads, "teacher_config": cfg.to_dict()["teacher"],
            "beats_popularity": checks, "rows": rows}
-    out = Path(args.out)
-    atomic_write_text(out / f"teachers_{dataset.name}.json", json.dumps(doc, indent=2) + "\n")
-    atomic_write_text(out / f"teachers_{dataset.name}.md", markdown(doc))
-    print(markdown(doc))
+    cmd = command(None if argv is None else [__file__, *argv])
+    table = markdown(doc, cmd)
+    write_result(args.out / f"{dataset.name}.json", doc, config=cfg, cmd=cmd, markdown=table)
+    print(table)
     return 0 if all(checks.values()) else 1
 
 
-def markdown(doc: dict) -> str:
+def markdown(doc: dict, cmd: str) -> str:
     rows = doc["rows"]
     lines = [f"# Teachers on {doc['dataset']} ({doc['protocol']}, {doc['stats']['users']} test users)", "",
-             f"Command: `{doc['command']}`", "",
+             f"Command: `{cmd}`", "",
              (f"20-candidate metrics on {doc['candidates']['examples']} seeded candidate sets (seed "
               f"{doc['candidates']['seed']}); full = ranking over all {doc['stats']['items']} items, history items "
-              f"excluded. Training: seed {doc['train_seed']}, {doc['threads']} CPU thread(s), torch {doc['torch']}, "
-              "wall time including per-epoch validation. Interval: bootstrap 95% CI of HR@1."), "",
+              f"excluded. Training: seed {doc['train_seed']}, {doc['threads']} CPU thread(s), torch "
+              f"{torch.__version__}, wall time including per-epoch validation. Interval: bootstrap 95% CI of "
+              "HR@1."), "",
              "| model | " + " | ".join(h for _, h in COLS) + " | HR@1 95% CI | train s | best/run epochs |",
              "|---" * (len(COLS) + 4) + "|"]
     for name, r in rows.items():

@@ -1,15 +1,16 @@
 """Mean and standard deviation over seeds of `metrics.json` files (the schema of `delrec.metrics.MetricsFile`).
 
-    python benchmarks/tools/aggregate.py benchmarks/results/ml-100k/loo-seed*.metrics.json \
-        --out benchmarks/results/ml-100k/loo-summary
+    python benchmarks/tools/aggregate.py benchmarks/results/budget_curve/ml-100k-b2k-seed*.metrics.json \
+        --out benchmarks/results/budget_curve/ml-100k-b2k-summary
 
 Each input file is one seed; a method missing from a file is left out of that seed. Writes <out>.md (the table)
-and <out>.json (per method: mean, std (sample, ddof=1), the per-seed values and n test users).
+and <out>.json (per method: mean, std (sample, ddof=1), the per-seed values and n test users; and, under
+`provenance`, what made it).
 
 A seed run split over several run directories (methods run in parallel processes) is merged first:
 
     python benchmarks/tools/aggregate.py --merge runs/seed0-A/metrics.json runs/seed0-B/metrics.json \
-        --out benchmarks/results/ml-100k/loo-seed0.metrics.json --note "..."
+        --out benchmarks/results/budget_curve/ml-100k-b2k-seed0.metrics.json --note "..."
 
 Rows present in several parts (popularity, the distilled teacher) must agree, or the merge is refused: the parts
 must come from the same data, candidate file and seed.
@@ -17,12 +18,13 @@ must come from the same data, candidate file and seed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from delrec.benchmarking import command, parser, write_result
 
 KEYS = ("hr@1", "hr@5", "ndcg@5")
 
@@ -78,22 +80,19 @@ def to_markdown(summary: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, out="", out_help="output path (without extension unless --merge)")
     ap.add_argument("files", nargs="+", type=Path)
-    ap.add_argument("--out", type=Path, required=True, help="output path (without extension unless --merge)")
     ap.add_argument("--merge", action="store_true", help="merge the parts of one seed into --out")
     ap.add_argument("--note", default="")
     ap.add_argument("--command", action="append", default=[], help="a command that produced a part (repeatable)")
     args = ap.parse_args(argv)
+    cmd = command(None if argv is None else [__file__, *argv])
     if args.merge:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(merge(args.files, args.note, args.command), indent=2) + "\n")
+        write_result(args.out, merge(args.files, args.note, args.command), cmd=cmd)
         return 0
     summary = aggregate(args.files)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     table = to_markdown(summary)
-    args.out.with_suffix(".md").write_text(table)
+    write_result(args.out.with_suffix(".json"), summary, cmd=cmd, markdown=table)
     print(table)
     return 0
 

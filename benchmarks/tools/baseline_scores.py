@@ -9,19 +9,20 @@ of the saved scores are printed next to the run's metrics.json row as a check th
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from delrec.benchmarking import parser
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # the scores are an array for paired_diff.py, not a result: .npy, no provenance stamp
+    ap = parser(__doc__, out="", out_help="the .npy file of [N, C] test scores")
     ap.add_argument("run", type=Path)
     ap.add_argument("--model", required=True, help="popularity or a teacher name (sasrec, gru4rec, caser)")
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     from delrec.config import load_config
     from delrec.data.candidates import read_candidates

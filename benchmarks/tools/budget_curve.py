@@ -1,28 +1,35 @@
 """Collect the stage-2 budget runs of a learning curve and plot HR@1 / NDCG@5 against example passes.
 
-    python benchmarks/tools/budget_curve.py runs/budget/*/metrics.json --out benchmarks/results/ml-100k/budget
+    python benchmarks/tools/budget_curve.py runs/ml-100k-b*/metrics.json --out benchmarks/results/budget_curve
 
 Each run directory was made by `delrec run` with a different stage-2 budget (`stage2.steps`); its
-metrics.json rows carry `examples_seen` and `train_s`. Writes one JSON per run (the metrics.json schema plus
-`examples_seen`, `wall_s` and the resolved config), `curve.json` and `curve.png` with the popularity and
-best-teacher lines of the same test file.
+metrics.json rows carry `examples_seen` and `train_s`. Writes into --out one `<dataset>-<run>.json` per run
+(the metrics.json schema plus `examples_seen`, `wall_s` and the resolved config; a run folder already named
+`<dataset>-...`, such as runs/ml-100k-b2k, keeps its name: ml-100k-b2k.json), `curve.json` and `curve.png`
+with the popularity and best-teacher lines of the same test file.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import yaml
 
+from delrec.benchmarking import command, parser, write_result
+
 LM_ROWS = ("lsr-only", "delrec", "delrec+hint", "delrec-no-ta", "delrec-no-rps")
 TEACHERS = ("sasrec", "gru4rec", "caser")
 COLORS = {"lsr-only": "C2", "delrec": "C0", "delrec+hint": "C1", "delrec-no-ta": "C4", "delrec-no-rps": "C5"}
 
 
-def collect(paths: list[Path], out: Path, leave_out: frozenset = frozenset()) -> dict:
+def result_name(run: str, dataset: str) -> str:
+    """`<dataset>-<run>`: the results folder holds one question's files for several datasets."""
+    return run if run.startswith(f"{dataset}-") else f"{dataset}-{run}"
+
+
+def collect(paths: list[Path], out: Path, leave_out: frozenset = frozenset(), cmd: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     curve: dict = {"rows": {}, "popularity": None, "best_teacher": None, "runs": []}
     for path in paths:
@@ -31,9 +38,9 @@ def collect(paths: list[Path], out: Path, leave_out: frozenset = frozenset()) ->
         rows = doc["rows"]
         seen = max((r.get("examples_seen", 0) for n, r in rows.items() if n in LM_ROWS), default=0)
         wall = sum(r.get("train_s", 0) for n, r in rows.items() if n in LM_ROWS)
-        name = f"{path.parent.name}"
-        (out / f"{name}.json").write_text(json.dumps(doc | {"examples_seen": seen, "wall_s": wall, "config": cfg},
-                                                     indent=1) + "\n")
+        name = path.parent.name  # --leave-out and the curve's points name the run folder
+        write_result(out / f"{result_name(name, cfg['data']['dataset'])}.json",
+                     doc | {"examples_seen": seen, "wall_s": wall, "config": cfg}, config=cfg, cmd=cmd)
         curve["runs"].append({"run": name, "examples_seen": seen, "wall_s": wall})
         batch = cfg["stage2"]["batch_size"] * cfg["stage2"].get("grad_accum", 1)
         for n, r in rows.items():
@@ -52,8 +59,7 @@ def collect(paths: list[Path], out: Path, leave_out: frozenset = frozenset()) ->
             curve["best_teacher"] = {"name": best} | {k: rows[best][k] for k in ("hr@1", "ndcg@5")}
     for pts in curve["rows"].values():
         pts.sort(key=lambda p: p["examples_seen"])
-    (out / "curve.json").write_text(json.dumps(curve, indent=1) + "\n")
-    return curve
+    return write_result(out / "curve.json", curve, cmd=cmd)
 
 
 def plot(curve: dict, path: Path) -> None:
@@ -101,13 +107,14 @@ def plot(curve: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, out="", out_help="the folder of the run JSONs, curve.json and curve.png "
+                "(benchmarks/results/budget_curve)")
     ap.add_argument("metrics", nargs="+", type=Path)
-    ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--leave-out", action="append", default=[], metavar="RUN/METHOD",
                     help="a row kept in its run's JSON but not drawn (e.g. one stopped early, off its budget)")
     args = ap.parse_args(argv)
-    curve = collect(args.metrics, args.out, frozenset(args.leave_out))
+    curve = collect(args.metrics, args.out, frozenset(args.leave_out),
+                    cmd=command(None if argv is None else [__file__, *argv]))
     plot(curve, args.out / "curve.png")
     print(json.dumps(curve["runs"]))
     return 0

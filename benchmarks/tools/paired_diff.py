@@ -1,23 +1,27 @@
 """Paired bootstrap of the difference between two methods scored on the same test file.
 
-    python benchmarks/tools/paired_diff.py RUN/metrics.json:lsr-only RUN/metrics.json:delrec --out OUT.json
+    python benchmarks/tools/paired_diff.py runs/ml-100k-b2k/metrics.json:lsr-only \
+        runs/ml-100k-b2k/metrics.json:delrec \
+        --out benchmarks/results/budget_curve/ml-100k-b2k-delrec-vs-lsr-only.json
     python benchmarks/tools/paired_diff.py A_test_scores.npy B_test_scores.npy --candidates RUN/candidates/test-*.jsonl \
-        --out OUT.json
+        --out benchmarks/results/<question>/<dataset>-<b>-vs-<a>.json
 
 An argument `FILE.json:METHOD` reads that row's per-example ranks from a metrics file (a run's metrics.json or
 a committed results file: every row written since ranks were stored carries them); a `.npy` file holds [N, C]
 scores in the candidate file's order and needs --candidates. The same resampled users are used for both
-methods, so the interval is that of the difference, not of each row.
+methods, so the interval is that of the difference b - a, not of each row; results are named
+`<dataset>-<b>-vs-<a>.json` in their question's folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from delrec.benchmarking import command, parser, write_result
 
 
 def ranks_of(arg: str, candidates: Path | None) -> np.ndarray:
@@ -41,19 +45,18 @@ def ranks_of(arg: str, candidates: Path | None) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, out="",
+                out_help="the result, benchmarks/results/<question>/<dataset>-<b>-vs-<a>.json")
     ap.add_argument("a", help="FILE.json:METHOD or scores .npy")
     ap.add_argument("b", help="FILE.json:METHOD or scores .npy")
     ap.add_argument("--candidates", type=Path, help="the candidate file of .npy score files")
     ap.add_argument("--boot", type=int, default=10000)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     from delrec.metrics import paired_difference
 
     a, b = ranks_of(args.a, args.candidates), ranks_of(args.b, args.candidates)
     out = {"a": args.a, "b": args.b, "n": len(a), "metrics": paired_difference(a, b, n_boot=args.boot)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_result(args.out, out, cmd=command(None if argv is None else [__file__, *argv]))
     print(json.dumps(out["metrics"]))
     return 0
 

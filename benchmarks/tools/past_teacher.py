@@ -18,13 +18,12 @@ Differences are paired over the same test users (10,000 resamples), as [mean, lo
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from delrec.benchmarking import RESULTS, ROOT, command, parser, write_result
 
 
 def interval(row: dict, metric: str) -> list[float]:
@@ -103,7 +102,8 @@ def merged_rows(paths: list[Path]) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, out=RESULTS / "past_teacher" / "summary.json",
+                out_help="the summary; its other datasets and seeds are kept")
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--seed", type=int, required=True, help="the run's training seed")
     ap.add_argument("--metrics", type=Path, nargs="+", required=True,
@@ -111,23 +111,23 @@ def main(argv=None) -> int:
     ap.add_argument("--command", action="append", required=True,
                     help="the command that produced each run, in the order of --metrics (repeat it)")
     ap.add_argument("--boot", type=int, default=10000)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "past_teacher" / "summary.json")
     args = ap.parse_args(argv)
-    from delrec.io import atomic_write_text
-    from delrec.runs import git_commit, machine
+    from delrec.runs import git_commit
 
     if len(args.command) != len(args.metrics):
         sys.exit(f"past_teacher: {len(args.metrics)} metrics files but {len(args.command)} --command")
     first = json.loads(args.metrics[0].read_text())
     doc = json.loads(args.out.read_text()) if args.out.exists() else {"what": __doc__.split("\n\n")[0]}
+    cmd = command(None if argv is None else [__file__, *argv])
+    # The file's stamp names only its latest write: each entry keeps the commit and command that made it.
+    # (No machine: the paired bootstrap is seeded, its numbers do not depend on where it ran.)
     entry = summary(merged_rows(args.metrics), args.boot) | {
         "sources": [m.resolve().relative_to(ROOT).as_posix() if m.resolve().is_relative_to(ROOT) else str(m)
                     for m in args.metrics],
         "commands": args.command, "run": first.get("run"), "produced_by": first.get("produced_by"),
-        "summarised": {"commit": git_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-                       "tool": "python benchmarks/tools/past_teacher.py " + " ".join(argv or sys.argv[1:])}}
+        "summarised": {"commit": git_commit(), "command": cmd, "date": time.strftime("%Y-%m-%d")}}
     doc.setdefault("datasets", {}).setdefault(args.dataset, {}).setdefault("seeds", {})[str(args.seed)] = entry
-    atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+    write_result(args.out, doc, cmd=cmd)
     keys = [k for k in entry if k.endswith(("_hr@1", "_ndcg@5"))]
     print(json.dumps({"best_teacher": entry["best_teacher"], "best_lm": entry["best_lm"]} | {k: entry[k] for k in keys}))
     return 0

@@ -10,12 +10,13 @@ and each step that follows a validation (its time includes the validation).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import yaml
+
+from delrec.benchmarking import command, parser, write_result
 
 
 def summarise(run: Path, method: str, steps: int) -> dict:
@@ -41,17 +42,16 @@ def summarise(run: Path, method: str, steps: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser(__doc__, out="",
+                out_help="the result, e.g. benchmarks/results/<question>/<dataset>-<what>.json")
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--method", default="lsr-only")
     ap.add_argument("--steps", type=int, default=250, help="the first steps whose speed is compared")
     ap.add_argument("--note", default="", help="how each run was made and how the machine was loaded")
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    doc = {"command": "python benchmarks/tools/run_compare.py " + " ".join(argv or sys.argv[1:]), "note": args.note,
-           "method": args.method, "runs": [summarise(r, args.method, args.steps) for r in args.runs]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    doc = {"note": args.note, "method": args.method,
+           "runs": [summarise(r, args.method, args.steps) for r in args.runs]}
+    write_result(args.out, doc, cmd=command(None if argv is None else [__file__, *argv]))
     for r in doc["runs"]:
         print(r["run"], [round(e["valid_ndcg@5"], 3) for e in r["valid_curve"]], "test", r["test"]["hr@1"],
               round(r["test"]["ndcg@5"], 3), "ex/s", r["speed"]["examples_per_s"] and round(r["speed"]["examples_per_s"], 2))
