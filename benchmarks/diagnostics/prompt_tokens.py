@@ -22,9 +22,7 @@ from delrec.benchmarking import RESULTS, parser, write_result
 
 
 def main(argv=None) -> int:
-    ap = parser(__doc__, out=RESULTS / "prompt_tokens" / "ml-100k.json")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--data-dir", required=True)
+    ap = parser(__doc__, run_config=True, out=RESULTS / "prompt_tokens" / "ml-100k.json")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--set", action="append", default=[], help="section.key=value, as for delrec run")
     args = ap.parse_args(argv)

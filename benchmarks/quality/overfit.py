@@ -21,10 +21,8 @@ from delrec.benchmarking import command, parser, set_threads, write_result
 
 
 def main(argv=None) -> int:
-    ap = parser(__doc__, threads=2, out="",
+    ap = parser(__doc__, run_config=True, threads=2, out="",
                 out_help="the result, e.g. benchmarks/results/overfit/<name>.json")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--data-dir", required=True)
     ap.add_argument("--n", type=int, default=64, help="training examples (the first n of the training file)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=25)

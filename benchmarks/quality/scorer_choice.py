@@ -34,10 +34,8 @@ def _with(cfg, changes: dict):
 
 
 def main(argv=None) -> int:
-    ap = parser(__doc__, threads=1, out="",
+    ap = parser(__doc__, run_config=True, threads=1, out="",
                 out_help="the result, e.g. benchmarks/results/scorer_choice/ml-100k.json (.md beside it)")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--data-dir", required=True)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     args = ap.parse_args(argv)
     import tempfile

@@ -141,10 +141,8 @@ def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0, workdir: s
 
 def main(argv=None) -> int:
     # --out is required: without --update an invocation replaces the whole file, arms of other machines too
-    ap = parser(__doc__, threads=2, out="",
+    ap = parser(__doc__, run_config=True, threads=2, out="",
                 out_help="the result JSON, e.g. benchmarks/results/train_speed/levers.json (required)")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--data-dir", required=True)
     ap.add_argument("--n", type=int, default=64, help="training examples of the speed arms")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--stage1-steps", type=int, default=4)

@@ -70,11 +70,9 @@ def _arm(cmd: list[str], threads: int, out: Path, source: Path, stage: str) -> d
 
 
 def main(argv=None) -> int:
-    ap = parser(__doc__, out=RESULTS / "two_cores" / "stage2.json",
+    ap = parser(__doc__, run_config=True, out=RESULTS / "two_cores" / "stage2.json",
                 out_help="the result JSON (default: benchmarks/results/two_cores/stage<--stage>.json)")
     ap.set_defaults(out=None)  # the default follows --stage, below
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--data-dir", required=True)
     ap.add_argument("--from-run", type=Path, help="a run folder holding teacher/ and candidates/")
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--train-examples", type=int, default=-1,

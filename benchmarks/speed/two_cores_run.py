@@ -36,9 +36,7 @@ def _arm(launcher: list[str], threads: int, base: list[str], out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = parser(__doc__, out=RESULTS / "two_cores" / "whole-run.json")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--data-dir", required=True)
+    ap = parser(__doc__, run_config=True, out=RESULTS / "two_cores" / "whole-run.json")
     ap.add_argument("--set", action="append", default=[], help="config override for both arms")
     ap.add_argument("--keep", type=Path, help="keep both run folders under this folder")
     args = ap.parse_args(argv)

@@ -20,9 +20,10 @@ STAMP = "provenance"  # the key every results JSON carries (tests/test_benchmark
 
 
 def parser(doc: str | None, *, threads: int | None = None, out: str | Path | None = None,
-           out_help: str = "where the result goes") -> argparse.ArgumentParser:
+           out_help: str = "where the result goes", run_config: bool = False) -> argparse.ArgumentParser:
     """The script's argument parser: its docstring's first line as description, the rest as epilog, plus
-    `--threads` (torch intra-op threads; 0 = torch's default) and `--out` when the script takes them."""
+    `--threads` (torch intra-op threads; 0 = torch's default) and `--out` when the script takes them, and
+    with `run_config` the required `--config` (a preset) and `--data-dir` (the dataset's folder)."""
     head, _, rest = (doc or "").strip().partition("\n")
     ap = argparse.ArgumentParser(description=head, epilog=rest.strip("\n") or None,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,6 +34,9 @@ def parser(doc: str | None, *, threads: int | None = None, out: str | Path | Non
     if out is not None:
         ap.add_argument("--out", type=Path, default=Path(out) if out else None, required=out == "",
                         help=out_help)
+    if run_config:
+        ap.add_argument("--config", required=True, help="YAML preset, e.g. configs/ml-100k.yaml")
+        ap.add_argument("--data-dir", required=True, help="the dataset's folder, e.g. $DELREC_DATA/ml-100k")
     return ap
 
 
