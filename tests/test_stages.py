@@ -192,3 +192,74 @@ def test_the_log_names_the_validation_metric(cfg, evaluate, name, tmp_path):
     evals = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines() if '"eval"' in x]
     assert [(r["metric"], type(r["valid"])) for r in evals] == [(name, float)]
 
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama", "gpt2"])
+def test_packed_tasks_give_each_task_the_gradient_of_its_own_pass(kind):
+    # stage1.pack_tasks: TA and RPS rows in one forward/backward must reproduce two separate passes
+    from delrec.stages.batches import sampled_batch
+    from delrec.stages.distill import task_gradients
+
+    ds, split = world()
+    _, (ta_tr, rps_tr, _, _) = stage1_examples(ds, split)
+    scorer = tiny_scorer(ds, kind=kind)
+    soft = _soft(scorer)
+    soft.requires_grad_(True)
+    batches = {"ta": sampled_batch(ta_tr, [0, 1, 2], 3, 0, 0, 0), "rps": sampled_batch(rps_tr, [3, 4], 3, 1, 0, 0)}
+    packed_loss, packed = task_gradients(scorer, batches, soft, 0.5, pack=True)
+    plain_loss, plain = task_gradients(scorer, batches, soft, 0.5, pack=False)
+    for t in ("ta", "rps"):
+        assert packed_loss[t] == pytest.approx(plain_loss[t], rel=1e-5, abs=1e-6)
+        assert plain[t].abs().max() > 0
+        torch.testing.assert_close(packed[t], plain[t], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(packed["ta"], packed["rps"]), "the two tasks' gradients were not separated"
+
+
+def test_packed_and_plain_stage1_runs_train_the_same_soft_prompt(tmp_path):
+    ds, split = world()
+    _, data = stage1_examples(ds, split)
+    weights = []
+    for pack in (True, False):
+        torch.manual_seed(0)
+        scorer = tiny_scorer(ds, kind="llama")
+        soft = _soft(scorer)
+        cfg = Stage1Config(steps=3, batch_size=4, lr=0.05, warmup=1, eval_every=3, max_eval_examples=8,
+                           train_negatives=3, pack_tasks=pack)
+        distill(scorer, soft, Stage1Data(*data), cfg, tmp_path / str(pack), seed=0, eval_batch_size=8)
+        weights.append(soft.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
+
+
+def test_stage1_stops_on_a_validation_plateau_and_resume_does_not_train_further(tmp_path):
+    ds, split = world()
+    _, data = stage1_examples(ds, split)
+    scorer = tiny_scorer(ds)
+    # an lr that cannot move the accuracy: every evaluation after the first is "no better"
+    cfg = Stage1Config(steps=20, batch_size=4, lr=1e-12, warmup=0, eval_every=1, max_eval_examples=8, patience=2)
+    out = distill(scorer, _soft(scorer), Stage1Data(*data), cfg, tmp_path, seed=0, eval_batch_size=8)
+    assert out["finished"] and out["stop_reason"] == "patience" and out["steps"] == 3
+    log = tmp_path / "log.jsonl"
+    n_rows = len(log.read_text().splitlines())
+    again = distill(scorer, _soft(scorer), Stage1Data(*data), cfg, tmp_path, seed=0, resume=True, eval_batch_size=8)
+    assert again["steps"] == 3 and again["stop_reason"] == "patience"
+    rows = [json.loads(x) for x in log.read_text().splitlines()[n_rows:]]
+    assert not [r for r in rows if "grad_norm" in r], "the resumed run trained further after early stopping"
+
+
+def test_stage1_max_history_shortens_ta_and_rps_prompts_and_keys_only_when_set():
+    from delrec.config import load_config
+    from delrec.lm_rows import prompt_builder, stage1_builder
+    from delrec.prompts.examples import build_stage1
+
+    ds, split = world()
+    cfg = load_config(None, ["data.max_history=6", "stage1.max_history=2"])
+    full, short = prompt_builder(cfg, ds), stage1_builder(cfg, ds)
+    assert (full.max_history, short.max_history) == (6, 2)
+    hist = [e.history for e in split.train if len(e.history) >= 8][:4]
+    top = [[1, 2, 3]] * len(hist)
+    for long_ex, short_ex in zip(*[build_stage1(b, hist, top, seed=0)[1] for b in (full, short)]):
+        assert len(short_ex.prompt) < len(long_ex.prompt)
+    assert "max_history" not in Stage1Config().settings() and "pack_tasks" not in Stage1Config().settings()
+    assert Stage1Config(max_history=3).settings()["max_history"] == 3
+    with pytest.raises(DelrecError, match="stage1.max_history"):
+        Stage1Config(max_history=-1)

@@ -165,6 +165,16 @@ LATER_DEFAULTS = {"title_years": True}
 
 # Where a stage keeps things, not what it computes: changing them keeps its folder and allows --resume.
 LOCATION_KEYS = frozenset({"lower_states_dir"})
+# How a stage computes, not what: the same numbers (up to float rounding) either way, so not in its key.
+HOW_KEYS = frozenset({"pack_tasks"})
+# Stage keys added after run folders existed: in the key only when set away from this default.
+STAGE_LATER_DEFAULTS = {"max_history": 0}
+
+
+def stage_settings(values: dict) -> dict:
+    """A stage section's values (a config's, or those a checkpoint stored) reduced to what decides its result."""
+    return {k: v for k, v in values.items()
+            if k not in LOCATION_KEYS | HOW_KEYS and STAGE_LATER_DEFAULTS.get(k, _UNSET) != v}
 
 
 @dataclass
@@ -195,7 +205,7 @@ class StageConfig:
 
     def settings(self) -> dict:
         """The keys that decide what a stage computes: its folder key and what --resume must match."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in LOCATION_KEYS}
+        return stage_settings(dataclasses.asdict(self))
 
     def validate(self) -> None:
         name = self.section
@@ -226,10 +236,15 @@ class Stage1Config(StageConfig):
 
     section: ClassVar[str] = "stage1"
     alpha: float = 0.5                  # gradient-norm loss weighting exponent
+    # TA and RPS rows in one forward and one backward pass, each task's gradient taken from its own view of
+    # the soft prompt: the same two gradients as two passes (test), one larger batch (train_speed).
+    pack_tasks: bool = True
+    max_history: int = 0                # history titles in TA/RPS prompts; 0 = data.max_history
 
     def validate(self) -> None:
         super().validate()
         _not_negative("stage1.alpha", self.alpha)
+        _positive("stage1.max_history", self.max_history, minimum=0)
 
 
 @dataclass

@@ -5,6 +5,7 @@ row of an LM method on any candidate sets. `delrec run` (pipeline) trains with t
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from delrec.config import RunConfig
@@ -34,6 +35,12 @@ def prompt_builder(cfg: RunConfig, dataset: Dataset) -> PromptBuilder:
     return PromptBuilder(dataset.catalog, dataset.domain, cfg.teacher.models[0], cfg.data.max_history,
                          cfg.data.n_candidates, cfg.lm.scorer == "index-letter", cfg.lm.list_candidates,
                          cfg.lm.title_years)
+
+
+def stage1_builder(cfg: RunConfig, dataset: Dataset) -> PromptBuilder:
+    """The TA/RPS prompts: the run's prompts with stage1.max_history history titles (when set)."""
+    builder = prompt_builder(cfg, dataset)
+    return dataclasses.replace(builder, max_history=cfg.stage1.max_history) if cfg.stage1.max_history else builder
 
 
 def new_lm(cfg: RunConfig):

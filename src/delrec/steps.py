@@ -19,7 +19,7 @@ from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
 from delrec.data.split import Split
 from delrec.evaluate import score_examples
-from delrec.lm_rows import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder
+from delrec.lm_rows import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder, stage1_builder
 from delrec.methods import METHODS
 from delrec.metrics import MetricsFile
 from delrec.prompts.examples import build_stage1
@@ -168,7 +168,7 @@ def stage1(ctx: Context, teacher, variant: str, resume: bool):
     tasks = "+".join(METHODS[variant].stage1_tasks).upper()
     header(f"stage 1 ({variant}): soft prompt, {cfg.stage1.steps} steps on {tasks}, LM frozen")
     folder = fresh(folder, resume)
-    builder = prompt_builder(cfg, ctx.dataset)
+    builder = stage1_builder(cfg, ctx.dataset)
     k = cfg.teacher.topk
     train_h = [e.history for e in ctx.split.train]
     valid_h = [e.history for e in ctx.split.valid[:cfg.stage1.max_eval_examples]]

@@ -186,11 +186,15 @@ class CandidateScorer:
         width = max(len(ids) for ids, _ in prepared)
         ids = torch.tensor([i + [self.pad_id] * (width - len(i)) for i, _ in prepared], device=device)
         table = emb(ids)  # one embedding call for the whole batch
-        sv = soft.weight.to(device=device, dtype=table.dtype) if soft is not None else None
+        per_row = hasattr(soft, "row_weight")  # lm/soft_prompt.py RowSoftPrompt: a tensor per row group
+        sv = soft.weight.to(device=device, dtype=table.dtype) if soft is not None and not per_row else None
         rows = []
         for b, (tok_ids, at) in enumerate(prepared):
             row = table[b, :len(tok_ids)]
-            rows.append(row if at is None else torch.cat([row[:at], sv, row[at:]]))
+            if at is not None:
+                v = soft.row_weight(b).to(device=device, dtype=table.dtype) if per_row else sv
+                row = torch.cat([row[:at], v, row[at:]])
+            rows.append(row)
         embeds, mask, pos = pad_rows(rows, left_pad)
         return embeds, mask, pos, torch.tensor([len(r) for r in rows], device=device)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from delrec import DelrecError, dist
 from delrec.config import Stage1Config
 from delrec.evaluate import Scorer, accuracy, score_examples
-from delrec.lm.soft_prompt import SoftPrompt
+from delrec.lm.soft_prompt import RowSoftPrompt, SoftPrompt
 from delrec.stages.batches import batch_indices, sampled_batch
 from delrec.stages.loop import JsonlLog, Trainer
 
@@ -41,6 +41,33 @@ def _loss(scorer: Scorer, examples, soft) -> torch.Tensor:
     return F.cross_entropy(scores.float(), labels)
 
 
+def task_gradients(scorer: Scorer, batches: dict[str, list], soft_prompt: SoftPrompt, scale: float = 1.0,
+                   pack: bool = True) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Each task's loss and its gradient w.r.t. the soft prompt (times `scale`).
+
+    pack: all tasks' rows in one forward and one backward pass (rows never see each other; each task splices
+    its own view of the soft prompt, so the two gradients come apart exactly). Tasks whose rows have different
+    candidate counts cannot share a batch and run one pass each, as with pack=False."""
+    counts = {len(e.candidates) for b in batches.values() for e in b}
+    if pack and len(batches) > 1 and len(counts) == 1:
+        rows = [e for b in batches.values() for e in b]
+        soft = RowSoftPrompt(soft_prompt, [g for g, b in enumerate(batches.values()) for _ in b])
+        scores = scorer.score([e.prompt for e in rows], [list(e.candidates) for e in rows], soft).float()
+        labels = torch.tensor([e.label for e in rows], device=scores.device)
+        losses, lo = {}, 0
+        for t, b in batches.items():
+            losses[t] = F.cross_entropy(scores[lo:lo + len(b)], labels[lo:lo + len(b)])
+            lo += len(b)
+        grads = torch.autograd.grad(sum(losses.values()) * scale, soft.views)
+        return {t: v.item() for t, v in losses.items()}, dict(zip(batches, grads))
+    losses, grads = {}, {}
+    for t, b in batches.items():
+        loss = _loss(scorer, b, soft_prompt)
+        (grads[t],) = torch.autograd.grad(loss * scale, soft_prompt.weight)
+        losses[t] = loss.item()
+    return losses, grads
+
+
 def distill(scorer: Scorer, soft_prompt: SoftPrompt, data: Stage1Data, cfg: Stage1Config, run_dir: Path, *,
             seed: int, tasks=("ta", "rps"), resume: bool = False, stop_after: int | None = None,
             log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage1") -> dict:
@@ -62,13 +89,13 @@ def distill(scorer: Scorer, soft_prompt: SoftPrompt, data: Stage1Data, cfg: Stag
         grads = {t: torch.zeros_like(w) for t in tasks}
         logs = {}
         for micro in range(cfg.grad_accum):
-            for i, t in enumerate(tasks):
-                idx = batch_indices(len(train[t]), cfg.batch_size, step, micro, cfg.grad_accum, seed + i)
-                batch = sampled_batch(train[t], idx, cfg.train_negatives, seed + i, step, micro)
-                loss = _loss(scorer, batch, soft_prompt)
-                (g,) = torch.autograd.grad(loss / cfg.grad_accum, w)
-                grads[t] += g
-                logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + loss.item() / cfg.grad_accum
+            batches = {t: sampled_batch(train[t], batch_indices(len(train[t]), cfg.batch_size, step, micro,
+                                                                cfg.grad_accum, seed + i),
+                                        cfg.train_negatives, seed + i, step, micro) for i, t in enumerate(tasks)}
+            losses, micro_grads = task_gradients(scorer, batches, soft_prompt, 1.0 / cfg.grad_accum, cfg.pack_tasks)
+            for t in tasks:
+                grads[t] += micro_grads[t]
+                logs[f"loss_{t}"] = logs.get(f"loss_{t}", 0.0) + losses[t] / cfg.grad_accum
         dist.all_reduce_mean_(list(grads.values()))
         logs = {k: dist.global_mean(v) for k, v in logs.items()}
         weights = task_weights({t: float(g.norm()) for t, g in grads.items()}, cfg.alpha)

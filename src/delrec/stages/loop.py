@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from delrec import DelrecError, dist
-from delrec.config import LOCATION_KEYS, StageConfig
+from delrec.config import StageConfig, stage_settings
 from delrec.io import atomic_write_text
 from delrec.stages.checkpoint import (
     load_checkpoint,
@@ -138,7 +138,7 @@ class Trainer:
         if saved is None:
             return
         current = self.cfg.settings()
-        saved = {k: v for k, v in saved.items() if k not in LOCATION_KEYS}
+        saved = stage_settings(saved)
         changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
         if changed:
             k, section = changed[0], self.cfg.section
@@ -155,8 +155,9 @@ class Trainer:
         """What a stage reports (and `done.json` keeps): finished, best validation metric and its step, steps
         run, every evaluation."""
         st = self.state
-        return {"finished": self.finished, "best_valid": st.best_metric, "best_step": st.best_step,
-                "steps": st.step, "evals": st.evals}
+        stop = "patience" if st.bad_evals >= self.cfg.patience else "steps" if st.step >= self.cfg.steps else None
+        return {"finished": self.finished, "stop_reason": stop, "best_valid": st.best_metric,
+                "best_step": st.best_step, "steps": st.step, "evals": st.evals}
 
     def save_best(self, path: Path, save_fn: Callable[[Path], None]) -> None:
         """Write the selected weights with the caller's format (soft prompt file, peft adapter folder)."""
