@@ -34,12 +34,17 @@ STAGE2_ARMS = {  # name -> stage2 levers; "today" is the packed bf16 pass over e
     "new-soft": OFF | {"train_layers": 4, "train_negatives": 7, "soft": True},
 }
 STAGE1_ARMS = {  # a dotted name is a key outside the stage's section; "new" is what configs/ml-100k.yaml uses
-    "today": {"train_negatives": 0},
+    "today": {"train_negatives": 0, "pack_tasks": False},
     "new": {"train_negatives": 7},
+    # the preset's pass before stage1.pack_tasks (issue 25's baseline): TA and RPS one pass each
+    "preset-unpacked": {"train_negatives": 7, "pack_tasks": False},
     "negatives-3": {"train_negatives": 3},
     "no-years": {"train_negatives": 7, "lm.title_years": False},  # titles without their " (1995)": rejected
     # the frozen LM stored in bf16 (no per-op weight casts; the residual stream in bf16 too): 0.94x, rejected
     "bf16-weights": {"train_negatives": 7, "lm.dtype": "bf16", "lm.autocast_bf16": False},
+    "history-5": {"train_negatives": 7, "max_history": 5},
+    "history-5-negatives-3": {"train_negatives": 3, "max_history": 5},
+    "history-3-negatives-3": {"train_negatives": 3, "max_history": 3},
 }
 
 
@@ -101,20 +106,21 @@ def stage2_arm(args, changes: dict, n: int, epochs: int, valid_users: int = 0) -
         return out
 
 
-def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0, workdir: str = "") -> dict:
+def stage1_arm(args, changes: dict, steps: int, valid_users: int = 0, workdir: str = "", evals: int = 4) -> dict:
     from delrec.lm.soft_prompt import SoftPrompt
+    from delrec.lm_rows import stage1_builder
     from delrec.metrics import MetricsFile
-    from delrec.pipeline import new_lm, prepare, prompt_builder, train_teachers
+    from delrec.pipeline import new_lm, prepare, train_teachers
     from delrec.prompts.examples import build_stage1
     from delrec.stages.distill import Stage1Data, distill
 
     # The run folder `workdir` is shared by the stage-1 arms, so the teacher trains once (cached by its config).
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _cfg(args, workdir, "stage1", changes, steps, [f"stage1.max_eval_examples={max(1, valid_users)}",
-                                                             "teacher.models=[sasrec]"], evals=4 if valid_users else 1)
+                                                             "teacher.models=[sasrec]"], evals=evals if valid_users else 1)
         ctx = prepare(cfg)
         teacher = train_teachers(ctx, MetricsFile(Path(tmp) / "m.json", write=False))["sasrec"]
-        builder = prompt_builder(cfg, ctx.dataset)
+        builder = stage1_builder(cfg, ctx.dataset)
         tr_h = [e.history for e in ctx.split.train]
         va_h = [e.history for e in ctx.split.valid[:max(1, valid_users)]]
         ta, rps = build_stage1(builder, tr_h, teacher.topk(tr_h, cfg.teacher.topk), seed=cfg.seed)
@@ -153,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", default=",".join(STAGE2_ARMS), help="stage-2 speed arms; empty: none")
     ap.add_argument("--stage1-arms", default=",".join(STAGE1_ARMS))
     ap.add_argument("--stage1-quality-arms", default="today,new")
+    ap.add_argument("--stage1-baseline", default="today", help="the arm stage1_ratio (and stage1_ratios) divide by")
+    ap.add_argument("--stage1-evals", type=int, default=4, help="validations per stage-1 quality arm")
     ap.add_argument("--note", default="", help="how the machine was loaded, what was left out")
     ap.add_argument("--update", action="store_true",
                     help="keep what --out holds for a stage this invocation does not measure (its command too)")
@@ -191,8 +199,11 @@ def main(argv=None) -> int:
             doc["stage1"][name] = stage1_arm(args, STAGE1_ARMS[name], args.stage1_steps, workdir=teacher_dir)
             print("stage1", name, round(doc["stage1"][name]["examples_per_s"], 3), flush=True)
             save()
-        if {"new", "today"} <= set(doc["stage1"]):
-            doc["stage1_ratio"] = doc["stage1"]["new"]["examples_per_s"] / doc["stage1"]["today"]["examples_per_s"]
+        if base := doc["stage1"].get(args.stage1_baseline):
+            doc["stage1_baseline"] = args.stage1_baseline
+            doc["stage1_ratios"] = {k: v["examples_per_s"] / base["examples_per_s"] for k, v in doc["stage1"].items()}
+            if "new" in doc["stage1"]:
+                doc["stage1_ratio"] = doc["stage1_ratios"]["new"]
     if args.quality_examples:
         doc["quality"]["stage2"] = {}
         for name in ("today", "new"):
@@ -203,7 +214,8 @@ def main(argv=None) -> int:
         doc["quality"]["stage1"] = {}
         for name in filter(None, args.stage1_quality_arms.split(",")):
             doc["quality"]["stage1"][name] = stage1_arm(args, STAGE1_ARMS[name], args.stage1_quality_steps,
-                                                        args.stage1_valid_users, workdir=teacher_dir)
+                                                        args.stage1_valid_users, workdir=teacher_dir,
+                                                        evals=args.stage1_evals)
             save()
     save()
     print(json.dumps({k: doc.get(k) for k in ("stage1_ratio", "stage2_ratio")}))
