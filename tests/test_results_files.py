@@ -1,5 +1,5 @@
-"""Committed results re-derive from what is committed: every paired interval in past_teacher.json is what
-`paired_difference` gives from the per-example ranks of the metrics files it names."""
+"""Committed results re-derive from what is committed: every paired interval in past_teacher.json and in
+distillation/*.json is what `paired_difference` gives from the per-example ranks of the metrics files it names."""
 
 from __future__ import annotations
 
@@ -48,3 +48,25 @@ def test_past_teacher_intervals_come_from_the_stored_ranks(dataset, seed, entry)
         assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
         assert len(rows[name]["ranks"]) == rows[name]["n"] == entry["n_test"]
     assert checked >= 2
+
+
+def distillation_entries():
+    return [(f.stem, s, budget, e) for f in sorted((ROOT / "benchmarks" / "results" / "distillation").glob("*.json"))
+            if not f.name.endswith(".metrics.json")
+            for d in json.loads(f.read_text())["datasets"].values() for s, budgets in d["seeds"].items()
+            for budget, e in budgets.items()]
+
+
+@pytest.mark.parametrize(("dataset", "seed", "budget", "entry"), distillation_entries(),
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_distillation_intervals_come_from_the_stored_ranks(dataset, seed, budget, entry):
+    rows = json.loads((ROOT / entry["source"]).read_text())["rows"]
+    assert "delrec_minus_lsr_only" in entry["paired"]
+    for name, pair in entry["paired"].items():
+        a_rows = json.loads((ROOT / pair["a_source"]).read_text())["rows"]
+        d = paired_difference(a_rows[pair["a"]]["ranks"], rows[pair["b"]]["ranks"], n_boot=10000)
+        for metric in ("hr@1", "ndcg@5"):
+            assert pair[metric] == pytest.approx([d[metric]["b_minus_a"], *d[metric]["ci95"]], abs=6e-5), name
+    for name, row in entry["rows"].items():
+        assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
+        assert len(rows[name]["ranks"]) == entry["n_test"]
