@@ -34,10 +34,9 @@ STAGE2_ARMS = {  # name -> stage2 levers; "today" is the packed bf16 pass over e
     "new-soft": OFF | {"train_layers": 4, "train_negatives": 7, "soft": True},
 }
 STAGE1_ARMS = {  # a dotted name is a key outside the stage's section; "new" is what configs/ml-100k.yaml uses
-    "today": {"train_negatives": 0, "pack_tasks": False},
+    "today": {"train_negatives": 0},
     "new": {"train_negatives": 7},
-    # the preset's pass before stage1.pack_tasks (issue 25's baseline): TA and RPS one pass each
-    "preset-unpacked": {"train_negatives": 7, "pack_tasks": False},
+    "packed": {"train_negatives": 7, "pack_tasks": True},  # TA + RPS rows in one pass: same gradients (tests)
     "negatives-3": {"train_negatives": 3},
     "no-years": {"train_negatives": 7, "lm.title_years": False},  # titles without their " (1995)": rejected
     # the frozen LM stored in bf16 (no per-op weight casts; the residual stream in bf16 too): 0.94x, rejected

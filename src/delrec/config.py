@@ -237,8 +237,9 @@ class Stage1Config(StageConfig):
     section: ClassVar[str] = "stage1"
     alpha: float = 0.5                  # gradient-norm loss weighting exponent
     # TA and RPS rows in one forward and one backward pass, each task's gradient taken from its own view of
-    # the soft prompt: the same two gradients as two passes (test), one larger batch (train_speed).
-    pack_tasks: bool = True
+    # the soft prompt: the same two gradients as two passes (test). Off: on this CPU the step is compute-bound
+    # and the mixed batch pads TA rows to RPS length (results/train_speed/stage1.json).
+    pack_tasks: bool = False
     max_history: int = 0                # history titles in TA/RPS prompts; 0 = data.max_history
 
     def validate(self) -> None:
