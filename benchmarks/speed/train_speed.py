@@ -201,7 +201,7 @@ def main(argv=None) -> int:
         if base := doc["stage1"].get(args.stage1_baseline):
             doc["stage1_baseline"] = args.stage1_baseline
             doc["stage1_ratios"] = {k: v["examples_per_s"] / base["examples_per_s"] for k, v in doc["stage1"].items()}
-            if "new" in doc["stage1"]:
+            if "new" in doc["stage1"] and args.stage1_baseline != "new":
                 doc["stage1_ratio"] = doc["stage1_ratios"]["new"]
     if args.quality_examples:
         doc["quality"]["stage2"] = {}
