@@ -42,7 +42,7 @@ def _loss(scorer: Scorer, examples, soft) -> torch.Tensor:
 
 
 def task_gradients(scorer: Scorer, batches: dict[str, list], soft_prompt: SoftPrompt, scale: float = 1.0,
-                   pack: bool = True) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+                   pack: bool = False) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Each task's loss and its gradient w.r.t. the soft prompt (times `scale`).
 
     pack: all tasks' rows in one forward and one backward pass (rows never see each other; each task splices
