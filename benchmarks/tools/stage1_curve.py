@@ -33,8 +33,12 @@ def curve(run: Path) -> dict:
     best = max(points, key=lambda p: p["mean"])
     after = [p for p in points if p["step"] > best["step"]]
     n = s1["max_eval_examples"]
-    return {"points": points, "best": best, "stopped_early": len(after) >= s1["patience"] and
-            points[-1]["step"] < s1["steps"], "patience": s1["patience"], "steps_cap": s1["steps"],
+    # runs since stop_reason was stored say it in their done.json; older ones: derived from the curve
+    recorded = [json.loads(f.read_text()).get("stop_reason") for f in sorted(run.glob("stage1/*/done.json"))]
+    early = len(after) >= s1["patience"] and points[-1]["step"] < s1["steps"]
+    return {"points": points, "best": best, "stopped_early": early,
+            "stop_reason": next((r for r in recorded if r), None) or ("patience" if early else "steps") + " (derived)",
+            "patience": s1["patience"], "steps_cap": s1["steps"],
             "valid_users_per_task": n, "lr": s1["lr"], "batch_per_task": s1["batch_size"],
             "standard_error_at_best": {t: round(math.sqrt(best[t] * (1 - best[t]) / n), 4) for t in ("ta", "rps")},
             "chance": round(1 / cfg["data"]["n_candidates"], 4)}  # validation scores every candidate
