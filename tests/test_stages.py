@@ -256,8 +256,11 @@ def test_stage1_max_history_shortens_ta_and_rps_prompts_and_keys_only_when_set()
     full, short = prompt_builder(cfg, ds), stage1_builder(cfg, ds)
     assert (full.max_history, short.max_history) == (6, 2)
     hist = [e.history for e in split.train if len(e.history) >= 8][:4]
+    assert hist, "the tiny world has no history long enough to shorten"
     top = [[1, 2, 3]] * len(hist)
-    for long_ex, short_ex in zip(*[build_stage1(b, hist, top, seed=0)[1] for b in (full, short)]):
+    (ta_long, rps_long), (ta_short, rps_short) = (build_stage1(b, hist, top, seed=0) for b in (full, short))
+    assert len(ta_long) == len(ta_short) == len(rps_long) == len(rps_short) == len(hist)
+    for long_ex, short_ex in zip(ta_long + rps_long, ta_short + rps_short):
         assert len(short_ex.prompt) < len(long_ex.prompt)
     assert "max_history" not in Stage1Config().settings() and "pack_tasks" not in Stage1Config().settings()
     assert Stage1Config(max_history=3).settings()["max_history"] == 3

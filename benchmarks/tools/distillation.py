@@ -17,24 +17,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from delrec.benchmarking import RESULTS, ROOT, parser, write_result
+from delrec.benchmarking import RESULTS, ROOT, paired_triplets, parser, row_interval, write_result
 from delrec.io import atomic_write_text
-from delrec.metrics import paired_difference
 
 PAIRS = (("lsr-only", "delrec"), ("delrec", "delrec-no-ta"), ("delrec", "delrec-no-rps"))
 ROWS = ("sasrec", "lsr-only", "delrec", "delrec-no-ta", "delrec-no-rps")
 
 
 def paired(a: dict, b: dict) -> dict:
-    d = paired_difference(a["ranks"], b["ranks"], n_boot=10000)
-    return {m: [round(d[m]["b_minus_a"], 4), round(d[m]["ci95"][0], 4), round(d[m]["ci95"][1], 4)]
-            for m in ("hr@1", "ndcg@5")}
+    return paired_triplets(a["ranks"], b["ranks"])
 
 
 def entry(rows: dict, source: str, compare: dict[str, tuple[str, dict]]) -> dict:
     out = {"source": source, "n_test": rows["delrec"]["n"],
-           "rows": {k: {"hr@1": [rows[k]["hr@1"], *rows[k]["ci95"]["hr@1"]],
-                        "ndcg@5": [rows[k]["ndcg@5"], *rows[k]["ci95"]["ndcg@5"]]} for k in ROWS if k in rows},
+           "rows": {k: {m: row_interval(rows[k], m) for m in ("hr@1", "ndcg@5")} for k in ROWS if k in rows},
            "paired": {}}
     for a, b in PAIRS:
         if a in rows and b in rows:
@@ -57,15 +53,15 @@ def main(argv=None) -> int:
     ap.add_argument("--compare", action="append", default=[], help="STEPS=FILE: delrec at another stage-1 budget")
     args = ap.parse_args(argv)
     out = args.out or RESULTS / "distillation" / f"{args.dataset}.json"
-    copy = out.parent / f"{args.dataset}-seed{args.seed}-stage1-{args.stage1}.metrics.json"
+    stored = out.parent / f"{args.dataset}-seed{args.seed}-stage1-{args.stage1}.metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.metrics.resolve() != copy.resolve():
+    if args.metrics.resolve() != stored.resolve():
         run = json.loads(args.metrics.read_text())
         # stamped with what measured it: the run's own commit, machine and command
         run["provenance"] = {"commit": run["produced_by"]["git_commit"], "machine": run["run"]["machine"],
                              "command": args.run_command, "date": run["run"]["ended"]}
-        atomic_write_text(copy, json.dumps(run, indent=1) + "\n")
-    rows = json.loads(copy.read_text())["rows"]
+        atomic_write_text(stored, json.dumps(run, indent=1) + "\n")
+    rows = json.loads(stored.read_text())["rows"]
     compare = {}
     for spec in args.compare:
         steps, _, path = spec.partition("=")
@@ -74,7 +70,7 @@ def main(argv=None) -> int:
     doc.pop("provenance", None)
     doc.setdefault("what", __doc__.strip().split("\n\n")[0])
     seeds = doc.setdefault("datasets", {}).setdefault(args.dataset, {}).setdefault("seeds", {})
-    seeds.setdefault(str(args.seed), {})[f"stage1-{args.stage1}"] = entry(rows, str(copy.relative_to(ROOT)), compare)
+    seeds.setdefault(str(args.seed), {})[f"stage1-{args.stage1}"] = entry(rows, str(stored.relative_to(ROOT)), compare)
     write_result(out, doc)
     print(json.dumps({k: {m: v[m] for m in ("hr@1", "ndcg@5")}
                       for k, v in seeds[str(args.seed)][f"stage1-{args.stage1}"]["paired"].items()}))

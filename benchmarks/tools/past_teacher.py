@@ -23,12 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from delrec.benchmarking import RESULTS, ROOT, command, parser, write_result
-
-
-def interval(row: dict, metric: str) -> list[float]:
-    lo, hi = row["ci95"][metric]
-    return [round(row[metric], 4), round(lo, 4), round(hi, 4)]
+from delrec.benchmarking import RESULTS, ROOT, command, paired_triplets, parser, row_interval, write_result
 
 
 def validation_choices(rows: dict) -> tuple[dict, dict]:
@@ -53,18 +48,15 @@ def validation_choices(rows: dict) -> tuple[dict, dict]:
 
 
 def summary(rows: dict, n_boot: int) -> dict:
-    from delrec.metrics import paired_difference
-
     teachers, lm_rows = validation_choices(rows)
     best_teacher = max(teachers, key=teachers.get)
     best_lm = max(lm_rows, key=lm_rows.get)
 
     def diff(a: str, b: str) -> dict:
-        d = paired_difference(rows[a]["ranks"], rows[b]["ranks"], n_boot=n_boot)
-        return {m: [round(d[m]["b_minus_a"], 4), *(round(x, 4) for x in d[m]["ci95"])] for m in ("hr@1", "ndcg@5")}
+        return paired_triplets(rows[a]["ranks"], rows[b]["ranks"], n_boot=n_boot)
 
     out = {"n_test": rows[best_teacher]["n"],
-           "rows": {name: {"hr@1": interval(r, "hr@1"), "ndcg@5": interval(r, "ndcg@5")}
+           "rows": {name: {"hr@1": row_interval(r, "hr@1"), "ndcg@5": row_interval(r, "ndcg@5")}
                     | ({k: r["fusion"][k] for k in ("teacher", "w", "second_teacher", "w_second", "lm")}
                        if "fusion" in r else {})
                     for name, r in rows.items()},

@@ -87,6 +87,21 @@ def write_result(path: str | Path, doc: dict, *, config=None, cmd: str | None = 
     return stamped
 
 
+def row_interval(row: dict, metric: str) -> list[float]:
+    """A metrics.json row's value and 95% interval as the results files store it: [mean, low, high], 4 places."""
+    lo, hi = row["ci95"][metric]
+    return [round(row[metric], 4), round(lo, 4), round(hi, 4)]
+
+
+def paired_triplets(ranks_a, ranks_b, n_boot: int = 10000) -> dict:
+    """b - a on the same examples as the results files store it: {"hr@1" / "ndcg@5": [mean, low, high]},
+    rounded to 4 places (`metrics.paired_difference`, a paired bootstrap)."""
+    from delrec.metrics import paired_difference
+
+    d = paired_difference(ranks_a, ranks_b, n_boot=n_boot)
+    return {m: [round(d[m]["b_minus_a"], 4), *(round(x, 4) for x in d[m]["ci95"])] for m in ("hr@1", "ndcg@5")}
+
+
 def peak_rss_kb(field: str = "VmHWM") -> int:
     """A field of /proc/self/status in kB (VmHWM: this process's peak resident memory); 0 where there is none."""
     try:

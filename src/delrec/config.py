@@ -137,7 +137,7 @@ class LMConfig:
     def settings(self) -> dict:
         """What goes into a stage's folder key (runs.py): keys added after run folders existed count only when
         set away from their default, so the folders of earlier runs keep their names and --resume finds them."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if LATER_DEFAULTS.get(k, _UNSET) != v}
+        return section_settings("lm", dataclasses.asdict(self))
 
     def validate(self) -> None:
         _choice("lm.dtype", self.dtype, DTYPES)
@@ -161,20 +161,19 @@ def check_scoring(scorer: str, length_norm: str, candidate_pass: str) -> None:
 
 
 _UNSET = object()
-LATER_DEFAULTS = {"title_years": True}
+# Keys added after run folders existed: in a folder key only when set away from this default.
+LATER_DEFAULTS = {"lm.title_years": True, "stage1.max_history": 0}
 
 # Where a stage keeps things, not what it computes: changing them keeps its folder and allows --resume.
 LOCATION_KEYS = frozenset({"lower_states_dir"})
 # How a stage computes, not what: the same numbers (up to float rounding) either way, so not in its key.
 HOW_KEYS = frozenset({"pack_tasks"})
-# Stage keys added after run folders existed: in the key only when set away from this default.
-STAGE_LATER_DEFAULTS = {"max_history": 0}
 
 
-def stage_settings(values: dict) -> dict:
-    """A stage section's values (a config's, or those a checkpoint stored) reduced to what decides its result."""
+def section_settings(section: str, values: dict) -> dict:
+    """A section's values (a config's, or those a checkpoint stored) reduced to what decides its result."""
     return {k: v for k, v in values.items()
-            if k not in LOCATION_KEYS | HOW_KEYS and STAGE_LATER_DEFAULTS.get(k, _UNSET) != v}
+            if k not in LOCATION_KEYS | HOW_KEYS and LATER_DEFAULTS.get(f"{section}.{k}", _UNSET) != v}
 
 
 @dataclass
@@ -205,7 +204,7 @@ class StageConfig:
 
     def settings(self) -> dict:
         """The keys that decide what a stage computes: its folder key and what --resume must match."""
-        return stage_settings(dataclasses.asdict(self))
+        return section_settings(self.section, dataclasses.asdict(self))
 
     def validate(self) -> None:
         name = self.section

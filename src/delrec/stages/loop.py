@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from delrec import DelrecError, dist
-from delrec.config import StageConfig, stage_settings
+from delrec.config import StageConfig, section_settings
 from delrec.io import atomic_write_text
 from delrec.stages.checkpoint import (
     load_checkpoint,
@@ -138,7 +138,7 @@ class Trainer:
         if saved is None:
             return
         current = self.cfg.settings()
-        saved = stage_settings(saved)
+        saved = section_settings(self.cfg.section, saved)
         changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
         if changed:
             k, section = changed[0], self.cfg.section
