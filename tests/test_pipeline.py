@@ -331,7 +331,8 @@ def test_every_row_of_the_method_table_runs_and_scores_everywhere(demo_run, tmp_
     argv = ["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(run), "--set", "stage2.steps=4",
             "--set", "stage2.warmup=1", "--set", "stage2.eval_every=4", "--set", "stage1.steps=4",
             "--set", "stage1.eval_every=4", "--set", "teacher.models=[sasrec, gru4rec]",
-            "--set", "eval.ablations=true", "--set", "eval.teacher_hint=true", "--set", "eval.fusion=true"]
+            "--set", "eval.ablations=true", "--set", "eval.teacher_hint=true", "--set", "eval.fusion=true",
+            "--set", "eval.user_prompt=true"]
     assert main(argv) == 0
     rows = json.loads((run / "metrics.json").read_text())["rows"]
     want = ["popularity", "sasrec", "gru4rec", *(m for m in METHODS if m not in ("popularity", "teachers"))]

@@ -297,6 +297,11 @@ class EvalConfig:
     # targets (it has not seen them, as the teacher has not seen validation/test targets), or from the same
     # teacher as at test time ("same": it has seen those targets, so its training hints are too good)
     hint_train_teacher: str = "before-targets"
+    user_prompt: bool = False           # beyond the paper: row delrec+user (a per-user soft prompt)
+    user_rank: int = 16                 # delrec+user: rank of the projector from the teacher's user state
+    # delrec+user's user states, in training and at test alike: the teacher trained before the LM's training
+    # targets (before-targets) or the run's teacher, which has seen those targets ("same")
+    user_teacher: str = "before-targets"
     order_robust: bool = False          # score under two candidate orders and average
     fusion: bool = False                # beyond the paper: rows <lm method>+fusion (teacher + w * LM scores)
     fusion_weights: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0])
@@ -311,6 +316,8 @@ class EvalConfig:
             _choice("eval.methods", m, EVAL_METHODS)
         _positive("eval.hint_k", self.hint_k)
         _choice("eval.hint_train_teacher", self.hint_train_teacher, HINT_TRAIN_TEACHERS)
+        _positive("eval.user_rank", self.user_rank)
+        _choice("eval.user_teacher", self.user_teacher, HINT_TRAIN_TEACHERS)
         _positive("eval.batch_size", self.batch_size)
         _positive("eval.bootstrap", self.bootstrap, minimum=0)
         if self.fusion and not self.fusion_weights:
@@ -350,7 +357,7 @@ class RunConfig:
         if self.eval.uses_soft_prompt and self.lm.n_soft < 1:
             raise DelrecError(f"lm.n_soft: must be >= 1 when a soft-prompt method is evaluated (eval.methods "
                               f"{self.eval.methods}, ablations {self.eval.ablations}, teacher_hint "
-                              f"{self.eval.teacher_hint}), got {self.lm.n_soft}")
+                              f"{self.eval.teacher_hint}, user_prompt {self.eval.user_prompt}), got {self.lm.n_soft}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from delrec import dist
+from delrec import DelrecError, dist
 from delrec.metrics import per_example, ranks_from_scores, summarize
 
 if TYPE_CHECKING:
@@ -31,15 +31,21 @@ class Scorer(Protocol):
 
 @torch.no_grad()
 def score_examples(scorer: Scorer, examples: Sequence[PromptExample], soft_prompt: SoftPrompt | None = None,
-                   *, batch_size: int = 8, desc: str = "scoring") -> np.ndarray:
-    """[N, C] candidate scores; each process scores every world-th example, results are gathered."""
+                   *, batch_size: int = 8, desc: str = "scoring", users: torch.Tensor | None = None) -> np.ndarray:
+    """[N, C] candidate scores; each process scores every world-th example, results are gathered. With
+    `users` ([N, d] user states), `soft_prompt` is a per-user prompt (lm/user_prompt.py) and example i gets
+    the soft vectors of users[i]."""
+    if users is not None and len(users) != len(examples):
+        raise DelrecError(f"scoring: {len(users)} user states for {len(examples)} examples")
     rank, world = dist.world()
     mine = list(range(rank, len(examples), world))
     rows: list = []
     for start in tqdm(range(0, len(mine), batch_size), desc=desc, disable=not dist.is_main() or len(mine) < 50,
                       leave=False):
-        batch = [examples[i] for i in mine[start:start + batch_size]]
-        s = scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+        idx = mine[start:start + batch_size]
+        batch = [examples[i] for i in idx]
+        soft = soft_prompt.rows(users[idx]) if users is not None else soft_prompt
+        s = scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft)
         rows.extend(s.float().cpu().numpy())
     rows = dist.gather_rows(rows, len(examples))
     return np.stack(rows) if rows else np.zeros((0, 0))

@@ -72,18 +72,27 @@ def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512)
     return out
 
 
+def set_users(teacher, sets: list[CandidateSet]):
+    """[N, d] the teacher's state of each candidate set's history: what delrec+user's projector reads."""
+    from delrec.lm.user_prompt import user_states
+
+    return user_states(teacher, [c.history for c in sets])
+
+
 def lm_test_row(cfg: RunConfig, builder: PromptBuilder, scorer, soft, sets: list[CandidateSet], method: str,
-                hint_teacher=None) -> dict:
+                hint_teacher=None, user_teacher=None) -> dict:
     """Metric row, with its "scores", of an LM method on candidate sets (the run's test file or any other);
-    with eval.order_robust also scored in the reversed candidate order and the two averaged."""
+    with eval.order_robust also scored in the reversed candidate order and the two averaged. With
+    `user_teacher`, `soft` is a per-user prompt (delrec+user) fed that teacher's state of each history."""
     def examples(part):
         return lsr_examples(cfg, builder, part, soft is not None, hint_teacher)
 
     ex = examples(sets)
-    scores = score_examples(scorer, ex, soft, batch_size=cfg.eval.batch_size, desc=f"test {method}")
+    users = set_users(user_teacher, sets) if user_teacher is not None else None
+    scores = score_examples(scorer, ex, soft, batch_size=cfg.eval.batch_size, desc=f"test {method}", users=users)
     if cfg.eval.order_robust:
         rev_sets = [CandidateSet(c.user, c.history, c.candidates[::-1], c.target) for c in sets]
-        rev = score_examples(scorer, examples(rev_sets), soft, batch_size=cfg.eval.batch_size)
+        rev = score_examples(scorer, examples(rev_sets), soft, batch_size=cfg.eval.batch_size, users=users)
         scores = 0.5 * (scores + rev[:, ::-1])
     return metric_row(scores, [e.label for e in ex], n_boot=cfg.eval.bootstrap) | {"scores": scores}
 

@@ -55,6 +55,23 @@ def trained_teachers(run_dir: Path, cfg: RunConfig) -> dict:
             if is_done(run.teacher_dir(cfg, m), run.teacher_key(cfg, m))}
 
 
+def run_user_teacher(run_dir: Path, cfg: RunConfig, teachers: dict):
+    """The teacher whose states delrec+user was trained on (eval.user_teacher): the run's first teacher or its
+    copy trained before the training targets (teacher/<model>-before-targets)."""
+    from delrec.teachers.teacher import Teacher
+
+    model = cfg.teacher.models[0]
+    if cfg.eval.user_teacher == "same":
+        if model not in teachers:
+            raise DelrecError(f"{run_dir}: delrec+user needs the trained teacher {model}, which is not in teacher/")
+        return teachers[model]
+    folder = RunDir(run_dir).hint_teacher_dir(cfg)
+    if not (folder / "done.json").exists():
+        raise DelrecError(f"{run_dir}: delrec+user needs the teacher in {folder.relative_to(run_dir).as_posix()}, "
+                          "which is missing")
+    return Teacher.load(folder)
+
+
 def stored_path(run_dir: Path, stored: str | None) -> Path | None:
     """A path a run recorded, relative to the run folder. Runs written before stored it relative to the
     directory they were started from (`runs/demo/stage1/...`) or absolute: the part from the stage folder on
@@ -75,10 +92,11 @@ class Recommender:
     holds the teacher whose ranking of the candidates goes into each prompt."""
 
     def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str, hint_teacher=None,
-                 fusion: tuple[dict, dict] | None = None):
+                 fusion: tuple[dict, dict] | None = None, user_teacher=None):
         self.cfg, self.dataset, self.scorer, self.soft, self.builder, self.method = (
             cfg, dataset, scorer, soft, builder, method)
         self.hint_teacher = hint_teacher
+        self.user_teacher = user_teacher  # delrec+user: `soft` is its per-user prompt, fed this teacher's states
         self.fusion = fusion  # `<method>+fusion`: (its stored choice, the run's teachers)
 
     @classmethod
@@ -121,7 +139,15 @@ class Recommender:
         load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
         soft_path = stored_path(run_dir, done.get("soft_prompt"))
         soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
-        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher, fusion)
+        user_teacher = None
+        if METHODS[lm_method].user:
+            from delrec.lm.user_prompt import UserPrompt
+
+            teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
+            user_teacher = run_user_teacher(run_dir, cfg, teachers)
+            soft = UserPrompt.load(folder / "user_prompt.safetensors", scorer.backbone.device)
+        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher, fusion,
+                   user_teacher)
 
     def _fused(self, sets: list[CandidateSet], lm_scores):
         """The LM's [N, C] scores, or for a fusion row the fused teacher + w * LM scores."""
@@ -152,9 +178,11 @@ class Recommender:
     def recommend(self, history: list[str], candidates: list[str] | None = None, *, top: int = 10, seed: int = 0):
         """[(title, raw id, score)] best first; the score is what `score_meaning` says."""
         from delrec.evaluate import score_examples
+        from delrec.lm_rows import set_users
 
         cs = self.candidates_for(history, candidates, seed=seed)
-        lm = score_examples(self.scorer, self._examples([cs]), self.soft) if self.scorer else None
+        users = set_users(self.user_teacher, [cs]) if self.user_teacher is not None else None
+        lm = score_examples(self.scorer, self._examples([cs]), self.soft, users=users) if self.scorer else None
         scores = self._fused([cs], lm)[0]
         order = sorted(range(len(cs.candidates)), key=lambda i: -scores[i])[:top]
         cat = self.dataset.catalog
@@ -179,8 +207,8 @@ class Recommender:
         from delrec.evaluate import metric_row
         from delrec.lm_rows import lm_test_row
 
-        row = (lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher)
-               if self.scorer else None)  # None: teacher-ensemble, no LM
+        row = (lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher,
+                           self.user_teacher) if self.scorer else None)  # None: teacher-ensemble, no LM
         if self.fusion is None:
             return row
         fused = self._fused(sets, row["scores"] if row else None)

@@ -67,6 +67,8 @@ class RunDir:
         parts = [self.data_key(cfg), stage1_key, cfg.lm.settings(), cfg.stage2.settings(), hint, method, cfg.seed]
         if hint:  # only there: the other rows keep their folders
             parts += [cfg.eval.hint_train_teacher, cfg.eval.hint_k]
+        if METHODS[method].user:
+            parts += [cfg.eval.user_teacher, cfg.eval.user_rank]
         key = digest(*parts)
         return self.path("stage2", f"{method}-{key}")
 

@@ -19,7 +19,15 @@ from delrec.data.registry import load_dataset
 from delrec.data.sequences import Dataset
 from delrec.data.split import Split
 from delrec.evaluate import score_examples
-from delrec.lm_rows import build_split, lm_test_row, lsr_examples, new_lm, prompt_builder, stage1_builder
+from delrec.lm_rows import (
+    build_split,
+    lm_test_row,
+    lsr_examples,
+    new_lm,
+    prompt_builder,
+    set_users,
+    stage1_builder,
+)
 from delrec.methods import METHODS
 from delrec.metrics import MetricsFile
 from delrec.prompts.examples import build_stage1
@@ -100,8 +108,9 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
     return teachers
 
 
-def training_hint_teacher(ctx: Context, teacher):
-    """The teacher whose hints go into delrec+hint's training prompts. The run's teacher trained on every
+def teacher_before_targets(ctx: Context, teacher, which: str):
+    """The teacher whose hints go into delrec+hint's training prompts (which = eval.hint_train_teacher), or
+    whose states feed delrec+user's projector (eval.user_teacher). The run's teacher trained on every
     training target, so its hints are better on training examples than on test users and the LM would learn
     to trust them more than it should; by default a second copy, trained on sequences cut before each user's
     training targets, writes them (cached in teacher/<model>-before-targets)."""
@@ -110,7 +119,7 @@ def training_hint_teacher(ctx: Context, teacher):
     from delrec.teachers.train import train_teacher
 
     cfg = ctx.cfg
-    if cfg.eval.hint_train_teacher == "same":
+    if which == "same":
         return teacher
     model, folder = cfg.teacher.models[0], ctx.run.hint_teacher_dir(cfg)
     key = digest(ctx.run.teacher_key(cfg, model), "before-targets")
@@ -124,6 +133,15 @@ def training_hint_teacher(ctx: Context, teacher):
         mark_done(folder, {"model": model, "trained_on": "training sequences cut before their LM training targets"},
                   key)
     return Teacher.load(folder)
+
+
+def user_teacher(ctx: Context, teachers, method: str):
+    """delrec+user's source of user states (the same teacher for training, validation and test); None for
+    every other row."""
+    if not METHODS[method].user:
+        return None
+    return teacher_before_targets(ctx, teachers[ctx.cfg.teacher.models[0]], ctx.cfg.eval.user_teacher)
+
 
 
 def log_teacher(log: JsonlLog, model: str, key: str, info: dict, cached: bool) -> None:
@@ -204,24 +222,34 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     use_soft = soft_path is not None
     hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
     builder = prompt_builder(cfg, ctx.dataset)
-    train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft, hint and training_hint_teacher(ctx, hint))
+    train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft,
+                         hint and teacher_before_targets(ctx, hint, cfg.eval.hint_train_teacher))
     valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint)
     scorer = new_lm(cfg)
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
+    users_from, user = user_teacher(ctx, teachers, method), None
+    if users_from is not None:  # the per-user prompt trains with the adapters, the stage-1 prompt inside it frozen
+        from delrec.lm.user_prompt import UserPrompt
+
+        train_users, valid_users = (set_users(users_from, ctx.cands[n]) for n in ("train", "valid"))
+        prompt = UserPrompt(soft, train_users.shape[1], cfg.eval.user_rank, seed=cfg.seed).to(scorer.backbone.device)
+        user, soft = (prompt, train_users, valid_users), None
     add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
     start = time.time()
     s2 = cfg.stage2
     if s2.lower_states_dir and not Path(s2.lower_states_dir).expanduser().is_absolute():  # inside the run folder
         s2 = dataclasses.replace(s2, lower_states_dir=str(ctx.run.root / s2.lower_states_dir))
     result = finetune(scorer, soft, train, valid, s2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
-                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}")
+                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}", user=user)
     require_finished(result, f"stage 2 ({method})")
     train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
     test_start = time.time()
-    row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint)
+    if user is not None:
+        soft = user[0]
+    row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint, users_from)
     if cfg.eval.fusion:  # fusion picks its weight on these, never on the test file
         save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size,
-                                           desc=f"valid {method}"), "valid_scores.npy")
+                                           desc=f"valid {method}", users=user[2] if user else None), "valid_scores.npy")
     row |= {"test_s": round(time.time() - test_start, 1), "examples_seen": result["steps"] * cfg.stage2.batch_size * cfg.stage2.grad_accum,
             "best_step": result["best_step"], "train_s": train_s, "valid_curve": result["evals"]}
     save_scores(folder, row.pop("scores"))
@@ -235,6 +263,7 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     """valid_scores.npy of a finished stage 2: its trained adapter on the validation candidate file."""
     from delrec.lm.adapters import load_adapter
     from delrec.lm.soft_prompt import SoftPrompt
+    from delrec.lm.user_prompt import UserPrompt
 
     cfg = ctx.cfg
     hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
@@ -242,8 +271,12 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     scorer = new_lm(cfg)
     load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
-    save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size, desc=f"valid {method}"),
-                "valid_scores.npy")
+    users_from, users = user_teacher(ctx, teachers, method), None
+    if users_from is not None:
+        soft = UserPrompt.load(folder / "user_prompt.safetensors", scorer.backbone.device)
+        users = set_users(users_from, ctx.cands["valid"])
+    save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size, desc=f"valid {method}",
+                                       users=users), "valid_scores.npy")
 
 
 def save_scores(folder: Path, scores: np.ndarray, name: str = "test_scores.npy") -> None:

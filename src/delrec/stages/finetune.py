@@ -32,17 +32,25 @@ def _allocator_state(model) -> tuple:
 def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid: list, cfg: Stage2Config,
              run_dir: Path, *, seed: int, resume: bool = False, stop_after: int | None = None,
              log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage2",
-             metric=ndcg5) -> dict:
-    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`)."""
+             metric=ndcg5, user: tuple | None = None) -> dict:
+    """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`).
+
+    `user` = (UserPrompt, train user states, valid user states): the per-user soft prompt of delrec+user,
+    trained with the adapters and saved beside them (user_prompt.safetensors); `soft_prompt` is then None."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
     model = scorer.backbone.model
     if soft_prompt is not None:
         soft_prompt.requires_grad_(False)
     params = trainable_params(model)
+    user_prompt, train_users, valid_users = user or (None, None, None)
+    if user_prompt is not None:
+        params |= {f"user_prompt.{k}": p for k, p in user_prompt.named_parameters()}
     valid = valid[:cfg.max_eval_examples]
+    valid_users = valid_users[:len(valid)] if valid_users is not None else None
     fast = scorer  # what training and validation score with; the test pass always uses the full model
-    if cfg.train_layers and cfg.cache_lower:
+    # a trained per-user prompt changes what the lower blocks see: no stored lower states for that row
+    if cfg.train_layers and cfg.cache_lower and user_prompt is None:
         fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), soft_prompt)
     # Within one epoch an example is seen once: its lower pass then covers only the candidates scored
     # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
@@ -70,7 +78,8 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
                 fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
                 keep.save_when_holding(train_prompts)
             batch = sampled_batch(train, idx, cfg.train_negatives, seed, step, micro)
-            scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+            soft = user_prompt.rows(train_users[idx]) if user_prompt is not None else soft_prompt
+            scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft)
             labels = torch.tensor([e.label for e in batch], device=scores.device)
             loss = F.cross_entropy(scores.float(), labels)
             reg = orthogonal_regulariser(model)
@@ -83,7 +92,8 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
 
     def evaluate() -> float:
         model.eval()
-        s = score_examples(fast, valid, soft_prompt, batch_size=eval_batch_size, desc="valid lsr")
+        soft = soft_prompt if user_prompt is None else user_prompt
+        s = score_examples(fast, valid, soft, batch_size=eval_batch_size, desc="valid lsr", users=valid_users)
         return metric(s, [e.label for e in valid])
 
     def extra_state() -> dict:
@@ -104,5 +114,10 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
         keep.save_if_grown()
     model.eval()
     if trainer.finished:
-        trainer.save_best(run_dir / "adapter", lambda folder: save_adapter(model, folder))
+        def save(folder: Path) -> None:
+            save_adapter(model, folder)
+            if user_prompt is not None:
+                user_prompt.save(run_dir / "user_prompt.safetensors")
+
+        trainer.save_best(run_dir / "adapter", save)
     return trainer.result()
