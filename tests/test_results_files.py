@@ -1,5 +1,6 @@
-"""Committed results re-derive from what is committed: every paired interval in past_teacher.json and in
-distillation/*.json is what `paired_difference` gives from the per-example ranks of the metrics files it names."""
+"""Committed results re-derive from what is committed: every paired interval in past_teacher.json, in
+distillation/*.json and in <dataset>/preset.json is what `paired_difference` gives from the per-example ranks of
+the metrics files it names."""
 
 from __future__ import annotations
 
@@ -70,3 +71,23 @@ def test_distillation_intervals_come_from_the_stored_ranks(dataset, seed, budget
     for name, row in entry["rows"].items():
         assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
         assert len(rows[name]["ranks"]) == entry["n_test"]
+
+
+def preset_files():
+    return sorted((ROOT / "benchmarks" / "results").glob("*/preset.json"))
+
+
+@pytest.mark.parametrize("path", preset_files(), ids=lambda p: p.parent.name)
+def test_preset_run_intervals_come_from_the_stored_ranks(path):
+    """benchmarks/tools/preset_run.py: each row and paired difference re-derives from the run's stored ranks."""
+    entry = json.loads(path.read_text())
+    rows = json.loads((ROOT / entry["source"]).read_text())["rows"]
+    assert "delrec_minus_lsr_only" in entry["paired"]
+    for name, pair in entry["paired"].items():
+        d = paired_difference(rows[pair["a"]]["ranks"], rows[pair["b"]]["ranks"], n_boot=10000)
+        for metric in ("hr@1", "ndcg@5"):
+            assert pair[metric] == pytest.approx([d[metric]["b_minus_a"], *d[metric]["ci95"]], abs=6e-5), name
+    for name, row in entry["rows"].items():
+        assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
+        assert len(rows[name]["ranks"]) == rows[name]["n"] == entry["n_test"]
+    assert entry["time"]["elapsed_s"] == pytest.approx(sum(entry["time"]["part_seconds"].values()), rel=0.2)
