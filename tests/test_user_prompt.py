@@ -87,3 +87,33 @@ def test_user_states_read_the_history_and_never_the_target():
     torch.testing.assert_close(user_states(teacher, [c.history for c in other_target]), base)
     shorter = user_states(teacher, [c.history[:-1] for c in sets])
     assert base.shape == (4, 16) and not torch.allclose(shorter, base)
+
+
+def test_upper_user_part_starts_as_delrec_and_trains_only_through_the_adapted_blocks(tmp_path):
+    """eval.user_at=upper: the lower blocks see the stage-1 prompt (their stored states are delrec's), the user
+    part joins the soft positions where the adapted blocks begin; a new one scores as delrec does there."""
+    from delrec.lm.adapters import first_adapted_block
+    from delrec.lm.layer_cache import UpperLayerScorer
+    from delrec.lm.user_prompt import user_scorer
+
+    torch.manual_seed(0)
+    _, _, train, valid, scorer, soft = _setup("llama")
+    soft.requires_grad_(False)  # as in stage 2
+    user = UserPrompt(soft, user_dim=6, rank=3, seed=0, at="upper")
+    assert [n for n, _ in user.named_parameters()] == ["down.weight", "up.weight"]
+    users = torch.randn(len(valid), 6)
+    upper = user_scorer(scorer, user, train_layers=1)
+    plain = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, 1), soft)
+    torch.testing.assert_close(torch.from_numpy(score_examples(upper, valid, user, batch_size=4, users=users)),
+                               torch.from_numpy(score_examples(plain, valid, soft, batch_size=4)), rtol=0, atol=1e-6)
+    with pytest.raises(DelrecError, match="user_at=upper"):
+        score_examples(scorer, valid[:2], user, users=users[:2])  # the full model cannot add it
+    cfg = Stage2Config(steps=6, batch_size=4, lr=0.05, warmup=1, eval_every=3, max_eval_examples=8, init_r=4,
+                       target_r=2, tinit=1, tfinal=2, patience=10, train_layers=1)
+    add_adalora(scorer.backbone, cfg)
+    out = finetune(scorer, None, train, valid, cfg, tmp_path, seed=0, eval_batch_size=8,
+                   user=(user, torch.randn(len(train), 6), users))
+    assert out["finished"] and user.up.weight.abs().max() > 0
+    two = score_examples(user_scorer(scorer, user, 1), [valid[0], valid[0]], user, batch_size=2, users=users[:2])
+    assert not torch.allclose(torch.from_numpy(two[0]), torch.from_numpy(two[1]))
+    assert UserPrompt.load(tmp_path / "user_prompt.safetensors").at == "upper"

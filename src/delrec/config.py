@@ -28,6 +28,7 @@ from delrec.choices import (
     SOFT_INITS,
     TEACHER_LOSSES,
     TEACHER_NAMES,
+    USER_AT,
 )
 from delrec.methods import DEFAULT_METHODS, EVAL_METHODS, METHODS, run_methods
 from delrec.typed_yaml import build_dataclass, read_tree
@@ -299,6 +300,9 @@ class EvalConfig:
     hint_train_teacher: str = "before-targets"
     user_prompt: bool = False           # beyond the paper: row delrec+user (a per-user soft prompt)
     user_rank: int = 16                 # delrec+user: rank of the projector from the teacher's user state
+    # delrec+user: where the user part enters, at the input (any LM; every block trains through) or where the
+    # adapted blocks begin (decoder-only with stage2.train_layers and cache_lower; delrec's stage-2 cost)
+    user_at: str = "input"
     # delrec+user's user states, in training and at test alike: the teacher trained before the LM's training
     # targets (before-targets) or the run's teacher, which has seen those targets ("same")
     user_teacher: str = "before-targets"
@@ -318,6 +322,7 @@ class EvalConfig:
         _choice("eval.hint_train_teacher", self.hint_train_teacher, HINT_TRAIN_TEACHERS)
         _positive("eval.user_rank", self.user_rank)
         _choice("eval.user_teacher", self.user_teacher, HINT_TRAIN_TEACHERS)
+        _choice("eval.user_at", self.user_at, USER_AT)
         _positive("eval.batch_size", self.batch_size)
         _positive("eval.bootstrap", self.bootstrap, minimum=0)
         if self.fusion and not self.fusion_weights:
@@ -354,6 +359,11 @@ class RunConfig:
                 # The prompt lists every candidate under its letter; dropping some would relabel the rest.
                 raise DelrecError(f"{name}.train_negatives: must be 0 with lm.scorer=index-letter, which reads "
                                   f"all listed candidates in one pass; got {stage.train_negatives}")
+        if self.eval.user_prompt and self.eval.user_at == "upper" and not (
+                self.stage2.train_layers and self.stage2.cache_lower and self.lm.scorer == "title-likelihood"):
+            raise DelrecError("eval.user_at: upper adds the user part where the adapted blocks begin; it needs "
+                              "stage2.train_layers > 0, stage2.cache_lower: true and lm.scorer: title-likelihood "
+                              f"(got {self.stage2.train_layers}, {self.stage2.cache_lower}, {self.lm.scorer})")
         if self.eval.uses_soft_prompt and self.lm.n_soft < 1:
             raise DelrecError(f"lm.n_soft: must be >= 1 when a soft-prompt method is evaluated (eval.methods "
                               f"{self.eval.methods}, ablations {self.eval.ablations}, teacher_hint "

@@ -141,11 +141,12 @@ class Recommender:
         soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
         user_teacher = None
         if METHODS[lm_method].user:
-            from delrec.lm.user_prompt import UserPrompt
+            from delrec.lm.user_prompt import UserPrompt, user_scorer
 
             teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
             user_teacher = run_user_teacher(run_dir, cfg, teachers)
             soft = UserPrompt.load(folder / "user_prompt.safetensors", scorer.backbone.device)
+            scorer = user_scorer(scorer, soft, cfg.stage2.train_layers)
         return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher, fusion,
                    user_teacher)
 

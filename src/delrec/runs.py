@@ -68,7 +68,7 @@ class RunDir:
         if hint:  # only there: the other rows keep their folders
             parts += [cfg.eval.hint_train_teacher, cfg.eval.hint_k]
         if METHODS[method].user:
-            parts += [cfg.eval.user_teacher, cfg.eval.user_rank]
+            parts += [cfg.eval.user_teacher, cfg.eval.user_rank, cfg.eval.user_at]
         key = digest(*parts)
         return self.path("stage2", f"{method}-{key}")
 

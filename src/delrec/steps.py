@@ -229,10 +229,11 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
     users_from, user = user_teacher(ctx, teachers, method), None
     if users_from is not None:  # the per-user prompt trains with the adapters, the stage-1 prompt inside it frozen
-        from delrec.lm.user_prompt import UserPrompt
+        from delrec.lm.user_prompt import UserPrompt, user_scorer
 
         train_users, valid_users = (set_users(users_from, ctx.cands[n]) for n in ("train", "valid"))
-        prompt = UserPrompt(soft, train_users.shape[1], cfg.eval.user_rank, seed=cfg.seed).to(scorer.backbone.device)
+        prompt = UserPrompt(soft, train_users.shape[1], cfg.eval.user_rank, seed=cfg.seed, at=cfg.eval.user_at)
+        prompt = prompt.to(scorer.backbone.device)
         user, soft = (prompt, train_users, valid_users), None
     add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
     start = time.time()
@@ -244,8 +245,8 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     require_finished(result, f"stage 2 ({method})")
     train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
     test_start = time.time()
-    if user is not None:
-        soft = user[0]
+    if user is not None:  # its test pass: the scorer the user part needs (user_at=upper: the adapted blocks)
+        soft, scorer = user[0], user_scorer(scorer, user[0], cfg.stage2.train_layers)
     row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint, users_from)
     if cfg.eval.fusion:  # fusion picks its weight on these, never on the test file
         save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size,
@@ -263,7 +264,7 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     """valid_scores.npy of a finished stage 2: its trained adapter on the validation candidate file."""
     from delrec.lm.adapters import load_adapter
     from delrec.lm.soft_prompt import SoftPrompt
-    from delrec.lm.user_prompt import UserPrompt
+    from delrec.lm.user_prompt import UserPrompt, user_scorer
 
     cfg = ctx.cfg
     hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
@@ -275,6 +276,7 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     if users_from is not None:
         soft = UserPrompt.load(folder / "user_prompt.safetensors", scorer.backbone.device)
         users = set_users(users_from, ctx.cands["valid"])
+        scorer = user_scorer(scorer, soft, cfg.stage2.train_layers)
     save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size, desc=f"valid {method}",
                                        users=users), "valid_scores.npy")
 

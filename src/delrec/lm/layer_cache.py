@@ -189,13 +189,23 @@ class UpperLayerScorer:
     def score(self, prompts: list[str], candidates: list[list[str]], soft_prompt=None) -> torch.Tensor:
         from delrec.lm.packed import scores_from_pieces
 
+        offsets = None
+        if getattr(soft_prompt, "offsets", None) is not None:  # delrec+user at eval.user_at=upper
+            offsets, soft_prompt = soft_prompt.offsets, soft_prompt.prompt.base_prompt
         self.prefetch(prompts, candidates, soft_prompt)
         if self.one_position:
+            if offsets is not None:
+                raise DelrecError("eval.user_at=upper needs lm.scorer=title-likelihood")
             return self._score_one_position(prompts, candidates)
+        soft_at = [at for _, at in self.scorer.prepare_all(prompts, soft_prompt)] if offsets is not None else []
         prompt_states, pieces = [], []
-        for p, cands in zip(prompts, candidates):
+        for b, (p, cands) in enumerate(zip(prompts, candidates)):
             ps, ts = self.cache.get(p, list(cands))
-            prompt_states.append(ps.float())  # the residual stream runs in fp32, as in the full pass
+            ps = ps.float()  # the residual stream runs in fp32, as in the full pass
+            if offsets is not None:  # the user part joins the soft positions' states here, differentiably
+                at, n = soft_at[b], offsets.shape[1]
+                ps = torch.cat([ps[:at], ps[at:at + n] + offsets[b].to(ps), ps[at + n:]])
+            prompt_states.append(ps)
             pieces.append([t.float() for t in ts])
         titles = [[self.scorer.title_ids(t) for t in cands] for cands in candidates]
         with self.scorer.autocast():

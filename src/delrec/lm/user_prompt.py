@@ -9,9 +9,14 @@ added to the frozen stage-1 vectors:
 
     soft(u) = P_stage1 + reshape(up(down(norm(h_u))))       up is zero at start: the row starts as delrec
 
-It is spliced at the input like the shared prompt (every backbone, exact); the cost is that the frozen lower
-blocks now see a trained input, so this row cannot use the stored lower-block states of
-`stage2.train_layers` and back-propagates through every block (about stage 1's cost per example).
+Where the user part enters (`eval.user_at`):
+- `input`: spliced at the input like the shared prompt (every backbone). The frozen lower blocks then see a
+  trained input, so the row cannot use the stored lower-block states of `stage2.train_layers` and
+  back-propagates through every block (about stage 1's cost per example).
+- `upper`: the lower blocks see the stage-1 prompt (so their states are stored once per example, as for
+  delrec), and the projector's output is added to the soft positions' states where the adapted blocks begin
+  (decoder-only LMs with `stage2.train_layers` and `stage2.cache_lower`; about delrec's stage-2 cost). A
+  deep prompt at one layer, in the spirit of P-tuning v2, rather than an input prompt.
 The user state depends on the history only (never on the target), and it comes from one teacher for every
 split (`eval.user_teacher`), so that the projector's input space is the same in training and at test.
 """
@@ -26,16 +31,20 @@ import torch
 from torch import nn
 
 from delrec import DelrecError
+from delrec.choices import USER_AT
 from delrec.lm.soft_prompt import SoftPrompt
 
 FORMAT = "delrec-user-prompt/1"
 
 
 class UserPrompt(nn.Module):
-    def __init__(self, base: SoftPrompt, user_dim: int, rank: int, seed: int = 0):
+    def __init__(self, base: SoftPrompt, user_dim: int, rank: int, seed: int = 0, at: str = "input"):
         super().__init__()
         if user_dim < 1 or rank < 1:
             raise DelrecError(f"user prompt: user_dim and eval.user_rank must be >= 1, got {user_dim}, {rank}")
+        if at not in USER_AT:
+            raise DelrecError(f"eval.user_at: {at!r} is not one of {', '.join(USER_AT)}")
+        self.at = at
         self.register_buffer("base", base.weight.detach().float().clone())  # frozen: the stage-1 prompt
         self.norm = nn.LayerNorm(user_dim, elementwise_affine=False)  # teacher states vary in scale by model
         self.down = nn.Linear(user_dim, rank, bias=False)
@@ -66,22 +75,36 @@ class UserPrompt(nn.Module):
             raise DelrecError(f"user prompt: width {self.dim} does not match the LM's embedding width "
                               f"{backbone.embed_dim}")
 
-    def prompts(self, users: torch.Tensor) -> torch.Tensor:
-        """[B, n_soft, dim] soft vectors for a batch of [B, user_dim] user states."""
+    def offsets(self, users: torch.Tensor) -> torch.Tensor:
+        """[B, n_soft, dim] the user part for a batch of [B, user_dim] user states."""
         users = users.to(device=self.base.device, dtype=torch.float32)
-        offsets = self.up(self.down(self.norm(users)))
-        return self.base.unsqueeze(0) + offsets.view(-1, self.n_soft, self.dim)
+        return self.up(self.down(self.norm(users))).view(-1, self.n_soft, self.dim)
+
+    @property
+    def base_prompt(self) -> SoftPrompt:
+        """The frozen stage-1 prompt as a SoftPrompt (what `upper` feeds the lower blocks); one object, so the
+        stored lower states recognise it."""
+        prompt = self.__dict__.get("_base_prompt")  # not a submodule: its weight is no parameter of this one
+        if prompt is None or prompt.weight.device != self.base.device:
+            prompt = SoftPrompt(self.n_soft, self.dim)
+            with torch.no_grad():
+                prompt.weight.copy_(self.base)
+            self.__dict__["_base_prompt"] = prompt = prompt.requires_grad_(False).to(self.base.device)
+        return prompt
 
     def rows(self, users: torch.Tensor) -> UserRows:
-        """What the scorer splices for a batch whose row b belongs to user state users[b]."""
-        return UserRows(self, self.prompts(users))
+        """What the scorer uses for a batch whose row b belongs to user state users[b]."""
+        offsets = self.offsets(users)
+        if self.at == "upper":
+            return UserRows(self, None, offsets)
+        return UserRows(self, self.base.unsqueeze(0) + offsets, None)
 
     def save(self, path: str | os.PathLike) -> None:
         from safetensors.torch import save_file
 
         from delrec.io import atomic_path
 
-        meta = {"format": FORMAT, "config": json.dumps({"n_soft": self.n_soft, "dim": self.dim,
+        meta = {"format": FORMAT, "config": json.dumps({"n_soft": self.n_soft, "dim": self.dim, "at": self.at,
                                                         "user_dim": self.user_dim, "rank": self.rank})}
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_path(path) as tmp:
@@ -95,7 +118,7 @@ class UserPrompt(nn.Module):
                                                 missing_hint=" (train the delrec+user row first)")
         config = json.loads(meta["config"])
         base = SoftPrompt(config["n_soft"], config["dim"])
-        prompt = cls(base, config["user_dim"], config["rank"])
+        prompt = cls(base, config["user_dim"], config["rank"], at=config.get("at", "input"))
         want = {k: tuple(v.shape) for k, v in prompt.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in tensors.items()}
         if want != got:
@@ -105,10 +128,12 @@ class UserPrompt(nn.Module):
 
 
 class UserRows:
-    """One batch's soft vectors, a tensor per row; the scorer asks only for `n_soft`, `check`, `row_weight`."""
+    """One batch's user prompts. `input`: a soft tensor per row (the scorer asks only for `n_soft`, `check`
+    and `row_weight`); `upper`: the stage-1 prompt for every row plus per-row `offsets` that the upper-layer
+    scorer (lm/layer_cache.py) adds where the adapted blocks begin."""
 
-    def __init__(self, prompt: UserPrompt, weights: torch.Tensor):
-        self.prompt, self.weights = prompt, weights
+    def __init__(self, prompt: UserPrompt, weights: torch.Tensor | None, offsets: torch.Tensor | None):
+        self.prompt, self.weights, self.offsets = prompt, weights, offsets
 
     @property
     def n_soft(self) -> int:
@@ -118,7 +143,23 @@ class UserRows:
         self.prompt.check(backbone)
 
     def row_weight(self, row: int) -> torch.Tensor:
+        if self.weights is None:
+            raise DelrecError("eval.user_at=upper: the user part enters at the adapted blocks; score with the "
+                              "upper-layer scorer (stage2.train_layers, stage2.cache_lower)")
         return self.weights[row]
+
+
+def user_scorer(scorer, prompt: UserPrompt | None, train_layers: int):
+    """The scorer a per-user prompt needs: the full model (`input`) or the adapted blocks over stored lower
+    states of the stage-1 prompt (`upper`)."""
+    if prompt is None or prompt.at == "input":
+        return scorer
+    from delrec.lm.adapters import first_adapted_block
+    from delrec.lm.layer_cache import UpperLayerScorer
+
+    if not train_layers:
+        raise DelrecError("eval.user_at=upper needs stage2.train_layers > 0 (the blocks the user part enters)")
+    return UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, train_layers), prompt.base_prompt)
 
 
 @torch.no_grad()

@@ -36,7 +36,8 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`).
 
     `user` = (UserPrompt, train user states, valid user states): the per-user soft prompt of delrec+user,
-    trained with the adapters and saved beside them (user_prompt.safetensors); `soft_prompt` is then None."""
+    trained with the adapters and saved beside them (user_prompt.safetensors); `soft_prompt` is then None.
+    Its test pass needs `user_prompt.user_scorer` (the full model cannot add an `upper` user part)."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
     model = scorer.backbone.model
@@ -44,18 +45,20 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
         soft_prompt.requires_grad_(False)
     params = trainable_params(model)
     user_prompt, train_users, valid_users = user or (None, None, None)
+    lower_soft = soft_prompt  # the (frozen) soft prompt the lower blocks see
     if user_prompt is not None:
         params |= {f"user_prompt.{k}": p for k, p in user_prompt.named_parameters()}
+        lower_soft = user_prompt.base_prompt if user_prompt.at == "upper" else None
     valid = valid[:cfg.max_eval_examples]
     valid_users = valid_users[:len(valid)] if valid_users is not None else None
     fast = scorer  # what training and validation score with; the test pass always uses the full model
-    # a trained per-user prompt changes what the lower blocks see: no stored lower states for that row
-    if cfg.train_layers and cfg.cache_lower and user_prompt is None:
-        fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), soft_prompt)
+    # a per-user prompt at the input changes what the lower blocks see: no stored lower states for that row
+    if cfg.train_layers and cfg.cache_lower and (user_prompt is None or user_prompt.at == "upper"):
+        fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), lower_soft)
     # Within one epoch an example is seen once: its lower pass then covers only the candidates scored
     # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
     revisits = fast is not scorer and cfg.steps * cfg.batch_size * cfg.grad_accum > len(train)
-    keep = LowerStateFile(fast, soft_prompt, cfg.lower_states_dir, log, name) if revisits else None
+    keep = LowerStateFile(fast, lower_soft, cfg.lower_states_dir, log, name) if revisits else None
     train_prompts = {e.prompt for e in train} if revisits else set()
     alloc, lcfg = _allocator_state(model)
     shared = False  # the processes pooled their lower states (torchrun)
@@ -75,7 +78,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
             idx = batch_indices(len(train), cfg.batch_size, step, micro, cfg.grad_accum, seed)
             batch = [train[j] for j in idx]
             if revisits:  # every candidate's lower states at once: one lower pass per example, ever
-                fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], soft_prompt)
+                fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], lower_soft)
                 keep.save_when_holding(train_prompts)
             batch = sampled_batch(train, idx, cfg.train_negatives, seed, step, micro)
             soft = user_prompt.rows(train_users[idx]) if user_prompt is not None else soft_prompt
