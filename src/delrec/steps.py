@@ -241,7 +241,8 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     if s2.lower_states_dir and not Path(s2.lower_states_dir).expanduser().is_absolute():  # inside the run folder
         s2 = dataclasses.replace(s2, lower_states_dir=str(ctx.run.root / s2.lower_states_dir))
     result = finetune(scorer, soft, train, valid, s2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
-                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}", user=user)
+                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}", user=user,
+                      lower_tag=METHODS[method].soft_prompt if user and cfg.eval.user_at == "upper" else None)
     require_finished(result, f"stage 2 ({method})")
     train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
     test_start = time.time()

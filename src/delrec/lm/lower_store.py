@@ -86,14 +86,14 @@ class LowerStateFile:
     written once every training prompt is held (the first epoch's end) and at the end if it grew since.
     With no folder it does nothing."""
 
-    def __init__(self, fast, soft_prompt, folder: str, log=None, stage: str = "stage2"):
+    def __init__(self, fast, soft_prompt, folder: str, log=None, stage: str = "stage2", tag: str | None = None):
         self.cache, self.path, self.written, self.complete = fast.cache, None, 0, False
         if not folder:
             return
         from delrec import dist
 
         digest = states_digest(fast.scorer, fast.first_upper, soft_prompt, fast.cache.dtype)
-        tag = stage.rsplit("/", 1)[-1]
+        tag = tag or stage.rsplit("/", 1)[-1]  # the row whose prompts these are (store_path)
         self.path, self.digest, self.main = store_path(folder, digest, tag), digest, dist.is_main()
         if self.path.exists():
             self.written = load_states(self.cache, self.path, digest)

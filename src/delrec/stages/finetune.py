@@ -32,12 +32,14 @@ def _allocator_state(model) -> tuple:
 def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid: list, cfg: Stage2Config,
              run_dir: Path, *, seed: int, resume: bool = False, stop_after: int | None = None,
              log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage2",
-             metric=ndcg5, user: tuple | None = None) -> dict:
+             metric=ndcg5, user: tuple | None = None, lower_tag: str | None = None) -> dict:
     """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`).
 
     `user` = (UserPrompt, train user states, valid user states): the per-user soft prompt of delrec+user,
     trained with the adapters and saved beside them (user_prompt.safetensors); `soft_prompt` is then None.
-    Its test pass needs `user_prompt.user_scorer` (the full model cannot add an `upper` user part)."""
+    Its test pass needs `user_prompt.user_scorer` (the full model cannot add an `upper` user part).
+    `lower_tag`: the row whose stored lower states these are when another row's prompts and soft prompt are
+    the same (delrec+user at user_at=upper reads delrec's)."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
     model = scorer.backbone.model
@@ -58,7 +60,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     # Within one epoch an example is seen once: its lower pass then covers only the candidates scored
     # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
     revisits = fast is not scorer and cfg.steps * cfg.batch_size * cfg.grad_accum > len(train)
-    keep = LowerStateFile(fast, lower_soft, cfg.lower_states_dir, log, name) if revisits else None
+    keep = LowerStateFile(fast, lower_soft, cfg.lower_states_dir, log, name, lower_tag) if revisits else None
     train_prompts = {e.prompt for e in train} if revisits else set()
     alloc, lcfg = _allocator_state(model)
     shared = False  # the processes pooled their lower states (torchrun)
