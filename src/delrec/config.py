@@ -116,7 +116,7 @@ class TeacherConfig:
 
 @dataclass
 class LMConfig:
-    backbone: str = "tiny-random-t5"    # hub id | local folder | smollm2-offline | tiny-random-{t5,llama,gpt2}
+    backbone: str = "tiny-random-t5"    # hub id | local folder | smollm2-offline | gemma3-offline | tiny-random-*
     dtype: str = "fp32"                 # fp32 | bf16 | fp16
     device: str = "auto"
     autocast_bf16: bool = False         # bf16 autocast over fp32 weights (AMX on CPU)

@@ -1,4 +1,4 @@
-"""Load the frozen language model DELRec prompts: a hub id, a local folder, the offline SmolLM2 (`gguf.py`),
+"""Load the frozen language model DELRec prompts: a hub id, a local folder, an offline GGUF model (`gguf.py`),
 or a tiny randomly initialised model for tests and demos (`tiny.py`).
 
 Everything downstream talks to `Backbone.model` only through generic Hugging Face calls
@@ -20,7 +20,7 @@ from delrec import DelrecError
 from delrec.choices import DTYPES
 from delrec.config import LMConfig
 from delrec.device import resolve_device
-from delrec.lm.gguf import SMOLLM2_NAME, check_smollm2, smollm2_folder
+from delrec.lm.gguf import OFFLINE, SMOLLM2_NAME, check_offline, offline_folder
 from delrec.lm.tiny import TINY_KINDS, tiny_model
 
 # The T5 family's attention is q/k/v/o; GPT-2 fuses q, k and v into one Conv1D.
@@ -67,7 +67,8 @@ def load_backbone(cfg: LMConfig) -> Backbone:
     if kind == "tiny":
         return tiny_backbone(source, dtype=dtype, device=device)
     if kind == "offline":
-        return _finish(*_load_pretrained(str(smollm2_folder(cfg.cache_dir)), dtype), name, dtype, device)
+        return _finish(*_load_pretrained(str(offline_folder(cfg.cache_dir, OFFLINE[name])), dtype), name, dtype,
+                       device)
     if kind == "folder":
         return _finish(*_load_pretrained(source, dtype), name, dtype, device)
     try:
@@ -88,8 +89,8 @@ def resolve_backbone(cfg: LMConfig) -> tuple[str, str]:
             raise DelrecError(f"lm.backbone: tiny-random-{kind} is unknown; use one of "
                               f"{', '.join('tiny-random-' + k for k in TINY_KINDS)}")
         return "tiny", kind
-    if name == SMOLLM2_NAME:
-        check_smollm2(cfg.cache_dir)
+    if name in OFFLINE:
+        check_offline(cfg.cache_dir, OFFLINE[name])
         return "offline", name
     path = Path(name).expanduser()
     if path.exists():

@@ -46,7 +46,8 @@ class SoftPrompt(nn.Module):
         released code). Seeded with its own generator, so the global RNG is left alone."""
         if init not in SOFT_INITS:
             raise DelrecError(f"lm.soft_init: {init!r} is not one of {', '.join(SOFT_INITS)}")
-        table = backbone.input_embeddings().weight
+        embedding = backbone.input_embeddings()
+        table = embedding.weight
         prompt = cls(n_soft, int(table.shape[1]), init)
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -54,7 +55,9 @@ class SoftPrompt(nn.Module):
                 # Only rows the tokenizer can produce: models often pad the embedding table past the vocab.
                 n_rows = min(int(table.shape[0]), len(backbone.tokenizer))
                 rows = torch.randint(0, n_rows, (n_soft,), generator=gen)
-                prompt.weight.copy_(table.detach()[rows.to(table.device)].float().cpu())
+                # the module's output, not its weight: Gemma scales embeddings by sqrt(width) in forward,
+                # and the soft vectors are spliced where that output goes
+                prompt.weight.copy_(embedding(rows.to(table.device)).detach().float().cpu())
             else:
                 prompt.weight.copy_(torch.randn(n_soft, prompt.dim, generator=gen))
         return prompt.to(table.device)
