@@ -19,6 +19,17 @@ PAIRS = {"best_lm_minus_best_teacher": ("best_teacher", "best_lm"),
          "delrec_minus_lsr_only": ("lsr-only", "delrec")}
 
 
+def check_pairs_and_rows(entry: dict, rows: dict) -> None:
+    """Every paired difference of `entry` and every row's HR@1 re-derive from the stored ranks of `rows`."""
+    for name, pair in entry["paired"].items():
+        d = paired_difference(rows[pair["a"]]["ranks"], rows[pair["b"]]["ranks"], n_boot=10000)
+        for metric in ("hr@1", "ndcg@5"):
+            assert pair[metric] == pytest.approx([d[metric]["b_minus_a"], *d[metric]["ci95"]], abs=6e-5), name
+    for name, row in entry["rows"].items():
+        assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
+        assert len(rows[name]["ranks"]) == rows[name]["n"] == entry["n_test"]
+
+
 def entries():
     if not PAST.exists():
         return []
@@ -41,13 +52,7 @@ def test_past_teacher_intervals_come_from_the_stored_ranks(dataset, seed, entry)
             want = [d[metric]["b_minus_a"], *d[metric]["ci95"]]
             assert entry[f"{key}_{metric}"] == pytest.approx(want, abs=6e-5), (key, metric)
             checked += 1
-    for name, pair in entry["paired"].items():
-        d = paired_difference(rows[pair["a"]]["ranks"], rows[pair["b"]]["ranks"], n_boot=10000)
-        for metric in ("hr@1", "ndcg@5"):
-            assert pair[metric] == pytest.approx([d[metric]["b_minus_a"], *d[metric]["ci95"]], abs=6e-5), name
-    for name, row in entry["rows"].items():
-        assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
-        assert len(rows[name]["ranks"]) == rows[name]["n"] == entry["n_test"]
+    check_pairs_and_rows(entry, rows)
     assert checked >= 2
 
 
@@ -83,11 +88,5 @@ def test_preset_run_intervals_come_from_the_stored_ranks(path):
     entry = json.loads(path.read_text())
     rows = json.loads((ROOT / entry["source"]).read_text())["rows"]
     assert "delrec_minus_lsr_only" in entry["paired"]
-    for name, pair in entry["paired"].items():
-        d = paired_difference(rows[pair["a"]]["ranks"], rows[pair["b"]]["ranks"], n_boot=10000)
-        for metric in ("hr@1", "ndcg@5"):
-            assert pair[metric] == pytest.approx([d[metric]["b_minus_a"], *d[metric]["ci95"]], abs=6e-5), name
-    for name, row in entry["rows"].items():
-        assert row["hr@1"][0] == pytest.approx(rows[name]["hr@1"], abs=6e-5)
-        assert len(rows[name]["ranks"]) == rows[name]["n"] == entry["n_test"]
+    check_pairs_and_rows(entry, rows)
     assert entry["time"]["elapsed_s"] == pytest.approx(sum(entry["time"]["part_seconds"].values()), rel=0.2)

@@ -98,16 +98,11 @@ class SoftPrompt(nn.Module):
         return f"n_soft={self.n_soft}, dim={self.dim}, init={self.init!r}"
 
 
-class RowSoftPrompt:
-    """A soft prompt whose rows in a batch splice their own tensor: `views[g]` for the rows of group g.
+class PerRowSoft:
+    """What the scorer splices when every row of a batch has its own soft tensor: it asks only for `n_soft`,
+    `check` (both from the prompt the rows come from) and `row_weight(row)`."""
 
-    Each view is a differentiable copy of one prompt's weight, so after one backward pass over a batch that
-    mixes groups (stage 1: TA rows and RPS rows), the gradient w.r.t. `views[g]` is that group's loss
-    gradient alone: rows never see each other. The scorer asks only for `n_soft`, `check` and `row_weight`."""
-
-    def __init__(self, prompt: SoftPrompt, groups: list[int]):
-        self.prompt, self.groups = prompt, list(groups)
-        self.views = [prompt.weight.clone() for _ in range(max(self.groups) + 1)]
+    prompt: SoftPrompt  # or anything with `n_soft` and `check` (lm/user_prompt.py UserPrompt)
 
     @property
     def n_soft(self) -> int:
@@ -115,6 +110,21 @@ class RowSoftPrompt:
 
     def check(self, backbone) -> None:
         self.prompt.check(backbone)
+
+    def row_weight(self, row: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RowSoftPrompt(PerRowSoft):
+    """A soft prompt whose rows in a batch splice their own tensor: `views[g]` for the rows of group g.
+
+    Each view is a differentiable copy of one prompt's weight, so after one backward pass over a batch that
+    mixes groups (stage 1: TA rows and RPS rows), the gradient w.r.t. `views[g]` is that group's loss
+    gradient alone: rows never see each other."""
+
+    def __init__(self, prompt: SoftPrompt, groups: list[int]):
+        self.prompt, self.groups = prompt, list(groups)
+        self.views = [prompt.weight.clone() for _ in range(max(self.groups) + 1)]
 
     def row_weight(self, row: int) -> torch.Tensor:
         return self.views[self.groups[row]]

@@ -32,7 +32,7 @@ from torch import nn
 
 from delrec import DelrecError
 from delrec.choices import USER_AT
-from delrec.lm.soft_prompt import SoftPrompt
+from delrec.lm.soft_prompt import PerRowSoft, SoftPrompt
 
 FORMAT = "delrec-user-prompt/1"
 
@@ -127,20 +127,12 @@ class UserPrompt(nn.Module):
         return prompt.to(device)
 
 
-class UserRows:
-    """One batch's user prompts. `input`: a soft tensor per row (the scorer asks only for `n_soft`, `check`
-    and `row_weight`); `upper`: the stage-1 prompt for every row plus per-row `offsets` that the upper-layer
-    scorer (lm/layer_cache.py) adds where the adapted blocks begin."""
+class UserRows(PerRowSoft):
+    """One batch's user prompts. `input`: a soft tensor per row; `upper`: the stage-1 prompt for every row plus
+    per-row `offsets` that the upper-layer scorer (lm/layer_cache.py) adds where the adapted blocks begin."""
 
     def __init__(self, prompt: UserPrompt, weights: torch.Tensor | None, offsets: torch.Tensor | None):
         self.prompt, self.weights, self.offsets = prompt, weights, offsets
-
-    @property
-    def n_soft(self) -> int:
-        return self.prompt.n_soft
-
-    def check(self, backbone) -> None:
-        self.prompt.check(backbone)
 
     def row_weight(self, row: int) -> torch.Tensor:
         if self.weights is None:
