@@ -301,7 +301,7 @@ class EvalConfig:
     user_prompt: bool = False           # beyond the paper: row delrec+user (a per-user soft prompt)
     user_rank: int = 16                 # delrec+user: rank of the projector from the teacher's user state
     # delrec+user: where the user part enters, at the input (any LM; every block trains through) or where the
-    # adapted blocks begin (decoder-only with stage2.train_layers and cache_lower; delrec's stage-2 cost)
+    # adapted blocks begin (decoder-only with stage2.train_layers and cache_lower; delrec's stored lower states)
     user_at: str = "input"
     # delrec+user's user states, in training and at test alike: the teacher trained before the LM's training
     # targets (before-targets) or the run's teacher, which has seen those targets ("same")
