@@ -23,28 +23,16 @@ import sys
 import time
 from pathlib import Path
 
-from delrec.benchmarking import RESULTS, ROOT, command, paired_triplets, parser, row_interval, write_result
-
-
-def validation_choices(rows: dict) -> tuple[dict, dict]:
-    """(teacher -> validation NDCG@5 alone, LM-based row -> validation NDCG@5) from the stored fusion choices."""
-    from delrec.methods import METHODS
-
-    teachers, lm_rows = {}, {}
-    for name, row in rows.items():
-        choice = row.get("fusion")
-        if not choice or choice.get("lm") is None:
-            continue
-        for key, value in choice["valid_grid"].items():
-            model, w = key.split("/w=")
-            if float(w) == 0 and METHODS[name].fuses == "teacher":  # one teacher alone (+ensemble rows: a pair)
-                teachers[model] = value
-        if choice["w"] > 0:  # at w = 0 the chosen row is its teacher(s) alone: not LM-based
-            lm_rows[name] = choice["valid_ndcg@5"]
-        lm_rows[choice["lm"]] = choice["valid_ndcg@5_unfused"]
-    if not teachers:
-        sys.exit("past_teacher: no fusion rows in the metrics file; run with --set eval.fusion=true")
-    return teachers, lm_rows
+from delrec.benchmarking import (
+    RESULTS,
+    ROOT,
+    command,
+    paired_triplets,
+    parser,
+    row_interval,
+    validation_choices,
+    write_result,
+)
 
 
 def summary(rows: dict, n_boot: int) -> dict:

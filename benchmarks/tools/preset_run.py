@@ -20,11 +20,16 @@ import json
 import sys
 from pathlib import Path
 
-from delrec.benchmarking import RESULTS, ROOT, paired_triplets, parser, row_interval, write_result
+from delrec.benchmarking import (
+    RESULTS,
+    ROOT,
+    paired_triplets,
+    parser,
+    row_interval,
+    validation_choices,
+    write_result,
+)
 from delrec.io import atomic_write_text
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from past_teacher import validation_choices
 
 
 def hms(seconds: float) -> str:

@@ -102,6 +102,27 @@ def paired_triplets(ranks_a, ranks_b, n_boot: int = 10000) -> dict:
     return {m: [round(d[m]["b_minus_a"], 4), *(round(x, 4) for x in d[m]["ci95"])] for m in ("hr@1", "ndcg@5")}
 
 
+def validation_choices(rows: dict) -> tuple[dict, dict]:
+    """(teacher -> validation NDCG@5 alone, LM-based row -> validation NDCG@5) from the stored fusion choices."""
+    from delrec.methods import METHODS
+
+    teachers, lm_rows = {}, {}
+    for name, row in rows.items():
+        choice = row.get("fusion")
+        if not choice or choice.get("lm") is None:
+            continue
+        for key, value in choice["valid_grid"].items():
+            model, w = key.split("/w=")
+            if float(w) == 0 and METHODS[name].fuses == "teacher":  # one teacher alone (+ensemble rows: a pair)
+                teachers[model] = value
+        if choice["w"] > 0:  # at w = 0 the chosen row is its teacher(s) alone: not LM-based
+            lm_rows[name] = choice["valid_ndcg@5"]
+        lm_rows[choice["lm"]] = choice["valid_ndcg@5_unfused"]
+    if not teachers:
+        raise SystemExit("no fusion rows in the metrics file; run with --set eval.fusion=true")
+    return teachers, lm_rows
+
+
 def peak_rss_kb(field: str = "VmHWM") -> int:
     """A field of /proc/self/status in kB (VmHWM: this process's peak resident memory); 0 where there is none."""
     try:
