@@ -6,6 +6,8 @@
 Each variant changes only lm.* settings (scorer, length normalisation, whether candidates are listed, history
 length through data.max_history): the untrained LM with no soft prompt scores the same validation candidate
 sets. Writes --out (.json) and the .md beside it with HR@1 / HR@5 / NDCG@5, bootstrap CI95 and examples/s.
+`--backbones a,b` scores every variant with each backbone in turn (rows `<backbone>/<variant>`), in one
+invocation so that their examples/s compare; `--set` overrides the config (e.g. data.max_eval_examples=200).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def main(argv=None) -> int:
     ap = parser(__doc__, run_config=True, threads=1, out="",
                 out_help="the result, e.g. benchmarks/results/scorer_choice/ml-100k.json (.md beside it)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--backbones", default="", help="comma-separated lm.backbone values (default: the config's)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
     args = ap.parse_args(argv)
     import tempfile
 
@@ -47,23 +51,26 @@ def main(argv=None) -> int:
     from delrec.pipeline import prepare, prompt_builder
 
     set_threads(args.threads)
-    base = load_config(args.config, [f"data.data_dir={args.data_dir}"])
-    backbone = load_backbone(base.lm)
+    base = load_config(args.config, [f"data.data_dir={args.data_dir}", *args.set])
+    names = args.backbones.split(",") if args.backbones else [base.lm.backbone]
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        base = dataclasses.replace(base, out=tmp)
-        for name in args.variants.split(","):
-            cfg = _with(base, VARIANTS[name])
-            ctx = prepare(cfg)
-            builder = prompt_builder(cfg, ctx.dataset)
-            examples = [builder.lsr(c, soft=False) for c in ctx.cands["valid"]]
-            scorer = scorer_from_config(backbone, cfg.lm)
-            start = time.perf_counter()
-            scores = score_examples(scorer, examples, None, batch_size=cfg.eval.batch_size, desc=name)
-            seconds = time.perf_counter() - start
-            rows[name] = metric_row(scores, [e.label for e in examples], n_boot=cfg.eval.bootstrap) | {
-                "examples_per_s": round(len(examples) / seconds, 3), "changes": VARIANTS[name]}
-            print(name, {k: round(rows[name][k], 4) for k in ("hr@1", "hr@5", "ndcg@5")}, flush=True)
+        for bb in names:
+            base = dataclasses.replace(base, out=tmp, lm=dataclasses.replace(base.lm, backbone=bb))
+            backbone = load_backbone(base.lm)
+            for variant in args.variants.split(","):
+                name = f"{bb}/{variant}" if args.backbones else variant
+                cfg = _with(base, VARIANTS[variant])
+                ctx = prepare(cfg)
+                builder = prompt_builder(cfg, ctx.dataset)
+                examples = [builder.lsr(c, soft=False) for c in ctx.cands["valid"]]
+                scorer = scorer_from_config(backbone, cfg.lm)
+                start = time.perf_counter()
+                scores = score_examples(scorer, examples, None, batch_size=cfg.eval.batch_size, desc=name)
+                seconds = time.perf_counter() - start
+                rows[name] = metric_row(scores, [e.label for e in examples], n_boot=cfg.eval.bootstrap) | {
+                    "examples_per_s": round(len(examples) / seconds, 3), "changes": VARIANTS[variant]}
+                print(name, {k: round(rows[name][k], 4) for k in ("hr@1", "hr@5", "ndcg@5")}, flush=True)
     doc = {"config": args.config, "split": "valid", "n": len(examples), "rows": rows}
     lines = [f"# Zero-shot scorers on validation ({args.config}, {len(examples)} users)", "",
              "| variant | changes | HR@1 | HR@5 | NDCG@5 | HR@1 CI95 | examples/s |", "|---|---|---|---|---|---|---|"]
