@@ -143,7 +143,6 @@ def user_teacher(ctx: Context, teachers, method: str):
     return teacher_before_targets(ctx, teachers[ctx.cfg.teacher.models[0]], ctx.cfg.eval.user_teacher)
 
 
-
 def log_teacher(log: JsonlLog, model: str, key: str, info: dict, cached: bool) -> None:
     """A teacher trained now logs its epochs (loss, validation full-catalogue NDCG@10); a cached one says so."""
     stage = f"teacher/{model}"

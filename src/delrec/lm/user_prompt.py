@@ -16,8 +16,8 @@ Where the user part enters (`eval.user_at`):
 - `upper`: the lower blocks see the stage-1 prompt (so their states are stored once per example, as for
   delrec), and the projector's output is added to the soft positions' states where the adapted blocks begin
   (decoder-only LMs with `stage2.train_layers` and `stage2.cache_lower`; expected near delrec's stage-2
-  cost: the same lower states, one more small matmul). A
-  deep prompt at one layer, in the spirit of P-tuning v2, rather than an input prompt.
+  cost: the same lower states, one more small matmul). A deep prompt at one layer, in the spirit of P-tuning
+  v2, rather than an input prompt.
 The user state depends on the history only (never on the target), and it comes from one teacher for every
 split (`eval.user_teacher`), so that the projector's input space is the same in training and at test.
 """

@@ -53,7 +53,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
         lower_soft = user_prompt.base_prompt if user_prompt.at == "upper" else None
     valid = valid[:cfg.max_eval_examples]
     valid_users = valid_users[:len(valid)] if valid_users is not None else None
-    fast = scorer  # what training and validation score with; the test pass always uses the full model
+    fast = scorer  # what training and validation score with; the test pass uses the full model (but see `user`)
     # a per-user prompt at the input changes what the lower blocks see: no stored lower states for that row
     if cfg.train_layers and cfg.cache_lower and (user_prompt is None or user_prompt.at == "upper"):
         fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), lower_soft)
