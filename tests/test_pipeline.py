@@ -332,7 +332,7 @@ def test_every_row_of_the_method_table_runs_and_scores_everywhere(demo_run, tmp_
             "--set", "stage2.warmup=1", "--set", "stage2.eval_every=4", "--set", "stage1.steps=4",
             "--set", "stage1.eval_every=4", "--set", "teacher.models=[sasrec, gru4rec]",
             "--set", "eval.ablations=true", "--set", "eval.teacher_hint=true", "--set", "eval.fusion=true",
-            "--set", "eval.user_prompt=true"]
+            "--set", "eval.user_prompt=true", "--set", "eval.hybrid_tokens=true", "--set", "eval.hybrid_curriculum=true"]
     assert main(argv) == 0
     rows = json.loads((run / "metrics.json").read_text())["rows"]
     want = ["popularity", "sasrec", "gru4rec", *(m for m in METHODS if m not in ("popularity", "teachers"))]
@@ -353,8 +353,8 @@ def test_every_row_of_the_method_table_runs_and_scores_everywhere(demo_run, tmp_
     assert "has not been trained" in capsys.readouterr().err
 
 
-def test_the_upper_user_prompt_runs_on_a_decoder_and_scores_the_same_everywhere(demo_run, tmp_path, capsys):
-    """delrec+user at eval.user_at=upper (a decoder-only LM, adapters on the top block over stored lower states):
+def test_the_upper_teacher_prompts_run_on_a_decoder_and_score_the_same_everywhere(demo_run, tmp_path, capsys):
+    """delrec+user and delrec+hybrid at eval.projector_at=upper (a decoder-only LM, adapters on the top block over stored lower states):
     trained in `delrec run`, rescored by `delrec evaluate` with the same ranks, ranked by `delrec recommend`."""
     run = tmp_path / "user-upper"
     shutil.copytree(demo_run, run)  # the teachers are reused; the LM, stage 1 and stage 2 are new
@@ -362,16 +362,17 @@ def test_the_upper_user_prompt_runs_on_a_decoder_and_scores_the_same_everywhere(
             "--set", "stage1.steps=4", "--set", "stage1.eval_every=4", "--set", "stage2.steps=6",
             "--set", "stage2.warmup=1", "--set", "stage2.eval_every=3", "--set", "stage2.train_layers=1",
             "--set", "eval.methods=[popularity, teachers, delrec]", "--set", "eval.user_prompt=true",
-            "--set", "eval.user_at=upper"]
+            "--set", "eval.projector_at=upper", "--set", "eval.hybrid_tokens=true"]
     assert main(argv) == 0
     rows = json.loads((run / "metrics.json").read_text())["rows"]
-    assert list(rows) == ["popularity", "sasrec", "delrec", "delrec+user"]
-    folder = next((run / "stage2").glob("delrec+user-*"))
-    assert (folder / "user_prompt.safetensors").exists()
+    assert list(rows) == ["popularity", "sasrec", "delrec", "delrec+user", "delrec+hybrid"]
+    assert (next((run / "stage2").glob("delrec+user-*")) / "user_prompt.safetensors").exists()
+    assert (next((run / "stage2").glob("delrec+hybrid-*")) / "hybrid_prompt.safetensors").exists()
     test_file = next((run / "candidates").glob("test-*.jsonl"))
     assert main(["evaluate", "--run", str(run), "--candidates", str(test_file)]) == 0
     scored = json.loads((run / "evaluations" / f"{test_file.stem}.metrics.json").read_text())["rows"]
-    assert scored["delrec+user"]["ranks"] == rows["delrec+user"]["ranks"]
-    capsys.readouterr()
-    assert main(["recommend", "--run", str(run), "--history", "i0,i1,i2", "--method", "delrec+user", "--top", "3"]) == 0
-    assert capsys.readouterr().out.startswith("method: delrec+user ")
+    for name in ("delrec+user", "delrec+hybrid"):
+        assert scored[name]["ranks"] == rows[name]["ranks"], name
+        capsys.readouterr()
+        assert main(["recommend", "--run", str(run), "--history", "i0,i1,i2", "--method", name, "--top", "3"]) == 0
+        assert capsys.readouterr().out.startswith(f"method: {name} ")

@@ -28,4 +28,4 @@ OPTIMIZERS = ("adamw", "lion")
 
 # eval.hint_train_teacher: which teacher writes the hints of delrec+hint's training prompts
 HINT_TRAIN_TEACHERS = ("before-targets", "same")
-USER_AT = ("input", "upper")  # eval.user_at: where delrec+user's per-user part enters the LM
+PROJECTOR_AT = ("input", "upper")  # eval.projector_at: where delrec+user / delrec+hybrid's teacher part enters

@@ -23,12 +23,12 @@ from delrec.choices import (
     HINT_TRAIN_TEACHERS,
     LENGTH_NORMS,
     OPTIMIZERS,
+    PROJECTOR_AT,
     PROTOCOLS,
     SCORERS,
     SOFT_INITS,
     TEACHER_LOSSES,
     TEACHER_NAMES,
-    USER_AT,
 )
 from delrec.methods import DEFAULT_METHODS, EVAL_METHODS, METHODS, run_methods
 from delrec.typed_yaml import build_dataclass, read_tree
@@ -299,13 +299,15 @@ class EvalConfig:
     # teacher as at test time ("same": it has seen those targets, so its training hints are too good)
     hint_train_teacher: str = "before-targets"
     user_prompt: bool = False           # beyond the paper: row delrec+user (a per-user soft prompt)
-    user_rank: int = 16                 # delrec+user: rank of the projector from the teacher's user state
-    # delrec+user: where the user part enters, at the input (any LM; every block trains through) or where the
-    # adapted blocks begin (decoder-only with stage2.train_layers and cache_lower; delrec's stored lower states)
-    user_at: str = "input"
-    # delrec+user's user states, in training and at test alike: the teacher trained before the LM's training
-    # targets (before-targets) or the run's teacher, which has seen those targets ("same")
-    user_teacher: str = "before-targets"
+    hybrid_tokens: bool = False         # beyond the paper: row delrec+hybrid (an item vector after each title)
+    hybrid_curriculum: bool = False     # delrec+hybrid: hybrid rows ramp from 0 to all over training (LLaRA)
+    projector_rank: int = 16            # delrec+user / +hybrid: rank of the projector from the teacher's vectors
+    # where the projected part enters: the input (any LM; every block trains through) or where the adapted
+    # blocks begin (decoder-only with stage2.train_layers and cache_lower; stored lower states as for delrec)
+    projector_at: str = "input"
+    # whose vectors, in training and at test alike: the teacher trained before the LM's training targets
+    # (before-targets) or the run's teacher, which has seen those targets ("same")
+    projector_teacher: str = "before-targets"
     order_robust: bool = False          # score under two candidate orders and average
     fusion: bool = False                # beyond the paper: rows <lm method>+fusion (teacher + w * LM scores)
     fusion_weights: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0])
@@ -320,9 +322,9 @@ class EvalConfig:
             _choice("eval.methods", m, EVAL_METHODS)
         _positive("eval.hint_k", self.hint_k)
         _choice("eval.hint_train_teacher", self.hint_train_teacher, HINT_TRAIN_TEACHERS)
-        _positive("eval.user_rank", self.user_rank)
-        _choice("eval.user_teacher", self.user_teacher, HINT_TRAIN_TEACHERS)
-        _choice("eval.user_at", self.user_at, USER_AT)
+        _positive("eval.projector_rank", self.projector_rank)
+        _choice("eval.projector_teacher", self.projector_teacher, HINT_TRAIN_TEACHERS)
+        _choice("eval.projector_at", self.projector_at, PROJECTOR_AT)
         _positive("eval.batch_size", self.batch_size)
         _positive("eval.bootstrap", self.bootstrap, minimum=0)
         if self.fusion and not self.fusion_weights:
@@ -359,15 +361,17 @@ class RunConfig:
                 # The prompt lists every candidate under its letter; dropping some would relabel the rest.
                 raise DelrecError(f"{name}.train_negatives: must be 0 with lm.scorer=index-letter, which reads "
                                   f"all listed candidates in one pass; got {stage.train_negatives}")
-        if self.eval.user_prompt and self.eval.user_at == "upper" and not (
+        projected = self.eval.user_prompt or self.eval.hybrid_tokens
+        if projected and self.eval.projector_at == "upper" and not (
                 self.stage2.train_layers and self.stage2.cache_lower and self.lm.scorer == "title-likelihood"):
-            raise DelrecError("eval.user_at: upper adds the user part where the adapted blocks begin; it needs "
-                              "stage2.train_layers > 0, stage2.cache_lower: true and lm.scorer: title-likelihood "
+            raise DelrecError("eval.projector_at: upper adds the teacher part where the adapted blocks begin; it "
+                              "needs stage2.train_layers > 0, stage2.cache_lower: true and lm.scorer: title-likelihood "
                               f"(got {self.stage2.train_layers}, {self.stage2.cache_lower}, {self.lm.scorer})")
         if self.eval.uses_soft_prompt and self.lm.n_soft < 1:
             raise DelrecError(f"lm.n_soft: must be >= 1 when a soft-prompt method is evaluated (eval.methods "
                               f"{self.eval.methods}, ablations {self.eval.ablations}, teacher_hint "
-                              f"{self.eval.teacher_hint}, user_prompt {self.eval.user_prompt}), got {self.lm.n_soft}")
+                              f"{self.eval.teacher_hint}, user_prompt {self.eval.user_prompt}, hybrid_tokens {self.eval.hybrid_tokens}), "
+                              f"got {self.lm.n_soft}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

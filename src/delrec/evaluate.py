@@ -33,8 +33,8 @@ class Scorer(Protocol):
 def score_examples(scorer: Scorer, examples: Sequence[PromptExample], soft_prompt: SoftPrompt | None = None,
                    *, batch_size: int = 8, desc: str = "scoring", users: torch.Tensor | None = None) -> np.ndarray:
     """[N, C] candidate scores; each process scores every world-th example, results are gathered. With
-    `users` ([N, d] user states), `soft_prompt` is a per-user prompt (lm/user_prompt.py) and example i gets
-    the soft vectors of users[i]."""
+    `users` ([N, d] user states), `soft_prompt` is a per-user prompt (lm/teacher_prompts.py) and example i gets
+    the soft vectors of users[i]; a prompt with `for_examples` (delrec+hybrid) makes each batch's vectors."""
     if users is not None and len(users) != len(examples):
         raise DelrecError(f"scoring: {len(users)} user states for {len(examples)} examples")
     rank, world = dist.world()
@@ -45,6 +45,8 @@ def score_examples(scorer: Scorer, examples: Sequence[PromptExample], soft_promp
         idx = mine[start:start + batch_size]
         batch = [examples[i] for i in idx]
         soft = soft_prompt.rows(users[idx]) if users is not None else soft_prompt
+        if hasattr(soft_prompt, "for_examples"):
+            soft = soft_prompt.for_examples(batch)
         s = scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft)
         rows.extend(s.float().cpu().numpy())
     rows = dist.gather_rows(rows, len(examples))

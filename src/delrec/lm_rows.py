@@ -51,11 +51,11 @@ def new_lm(cfg: RunConfig):
 
 
 def lsr_examples(cfg: RunConfig, builder: PromptBuilder, sets: list[CandidateSet], soft: bool,
-                 hint_teacher=None) -> list:
+                 hint_teacher=None, slots: bool = False) -> list:
     """LSR prompts for candidate sets; with a teacher, its ranking of each example's candidates goes into the
-    prompt (delrec+hint)."""
+    prompt (delrec+hint); with `slots`, an item vector's place after each history title (delrec+hybrid)."""
     hints = candidate_hints(hint_teacher, sets, cfg.eval.hint_k) if hint_teacher else [None] * len(sets)
-    return [builder.lsr(c, soft=soft, hint=h) for c, h in zip(sets, hints)]
+    return [builder.lsr(c, soft=soft, hint=h, slots=slots) for c, h in zip(sets, hints)]
 
 
 def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512) -> list[list[int]]:
@@ -74,18 +74,19 @@ def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512)
 
 def set_users(teacher, sets: list[CandidateSet]):
     """[N, d] the teacher's state of each candidate set's history: what delrec+user's projector reads."""
-    from delrec.lm.user_prompt import user_states
+    from delrec.lm.teacher_prompts import user_states
 
     return user_states(teacher, [c.history for c in sets])
 
 
 def lm_test_row(cfg: RunConfig, builder: PromptBuilder, scorer, soft, sets: list[CandidateSet], method: str,
-                hint_teacher=None, user_teacher=None) -> dict:
+                hint_teacher=None, user_teacher=None, slots: bool = False) -> dict:
     """Metric row, with its "scores", of an LM method on candidate sets (the run's test file or any other);
     with eval.order_robust also scored in the reversed candidate order and the two averaged. With
-    `user_teacher`, `soft` is a per-user prompt (delrec+user) fed that teacher's state of each history."""
+    `user_teacher`, `soft` is a per-user prompt (delrec+user) fed that teacher's state of each history; a
+    hybrid row's prompts hold item `slots` (its `soft` makes their vectors)."""
     def examples(part):
-        return lsr_examples(cfg, builder, part, soft is not None, hint_teacher)
+        return lsr_examples(cfg, builder, part, soft is not None, hint_teacher, slots)
 
     ex = examples(sets)
     users = set_users(user_teacher, sets) if user_teacher is not None else None

@@ -22,7 +22,8 @@ class Method:
     soft_prompt: str | None = None       # the row whose stage-1 soft prompt it uses (None: no soft prompt)
     stage2: bool = False                 # AdaLoRA adapters fine-tuned in stage 2
     hint: bool = False                   # the teacher's ranking of the example's candidates is in the prompt
-    user: bool = False                   # the soft prompt is a function of the teacher's user state (lm/user_prompt.py)
+    user: bool = False                   # the soft prompt is a function of the teacher's user state
+    hybrid: bool = False                 # an item vector from the teacher after each history title
     base: str | None = None              # fused rows: the LM row fused in (None: teachers only)
     fuses: str = ""                      # fused rows: "teacher" (one teacher) or "ensemble" (the teacher pair)
 
@@ -42,6 +43,7 @@ _ROWS = [
     _lm("delrec-no-rps", "eval.ablations", ("ta",), stage2=True),
     _lm("delrec+hint", "eval.teacher_hint", soft_prompt="delrec", stage2=True, hint=True),  # beyond the paper
     _lm("delrec+user", "eval.user_prompt", soft_prompt="delrec", stage2=True, user=True),  # beyond the paper
+    _lm("delrec+hybrid", "eval.hybrid_tokens", soft_prompt="delrec", stage2=True, hybrid=True),  # lm/teacher_prompts.py
 ]
 _TRAINED = [m.name for m in _ROWS if m.stage2]
 # Fused rows (fusion.py, beyond the paper): each trained row + one teacher, the teacher pair alone, each

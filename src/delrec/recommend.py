@@ -56,12 +56,12 @@ def trained_teachers(run_dir: Path, cfg: RunConfig) -> dict:
 
 
 def run_user_teacher(run_dir: Path, cfg: RunConfig, teachers: dict):
-    """The teacher whose states delrec+user was trained on (eval.user_teacher): the run's first teacher or its
-    copy trained before the training targets (teacher/<model>-before-targets)."""
+    """The teacher whose states delrec+user was trained on (eval.projector_teacher): the run's first teacher or
+    its copy trained before the training targets (teacher/<model>-before-targets)."""
     from delrec.teachers.teacher import Teacher
 
     model = cfg.teacher.models[0]
-    if cfg.eval.user_teacher == "same":
+    if cfg.eval.projector_teacher == "same":
         if model not in teachers:
             raise DelrecError(f"{run_dir}: delrec+user needs the trained teacher {model}, which is not in teacher/")
         return teachers[model]
@@ -92,11 +92,12 @@ class Recommender:
     holds the teacher whose ranking of the candidates goes into each prompt."""
 
     def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str, hint_teacher=None,
-                 fusion: tuple[dict, dict] | None = None, user_teacher=None):
+                 fusion: tuple[dict, dict] | None = None, user_teacher=None, slots: bool = False):
         self.cfg, self.dataset, self.scorer, self.soft, self.builder, self.method = (
             cfg, dataset, scorer, soft, builder, method)
         self.hint_teacher = hint_teacher
         self.user_teacher = user_teacher  # delrec+user: `soft` is its per-user prompt, fed this teacher's states
+        self.slots = slots  # delrec+hybrid: prompts with item slots, whose vectors `soft` makes
         self.fusion = fusion  # `<method>+fusion`: (its stored choice, the run's teachers)
 
     @classmethod
@@ -139,16 +140,17 @@ class Recommender:
         load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
         soft_path = stored_path(run_dir, done.get("soft_prompt"))
         soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
-        user_teacher = None
-        if METHODS[lm_method].user:
-            from delrec.lm.user_prompt import UserPrompt, user_scorer
+        user_teacher, m = None, METHODS[lm_method]
+        if m.user or m.hybrid:  # the hybrid prompt's file holds its teacher's item vectors: no teacher needed
+            from delrec.lm.teacher_prompts import load_projector, projector_scorer
 
-            teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
-            user_teacher = run_user_teacher(run_dir, cfg, teachers)
-            soft = UserPrompt.load(folder / "user_prompt.safetensors", scorer.backbone.device)
-            scorer = user_scorer(scorer, soft, cfg.stage2.train_layers)
+            if m.user:
+                teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
+                user_teacher = run_user_teacher(run_dir, cfg, teachers)
+            soft = load_projector(folder, m.hybrid, scorer.backbone.device)
+            scorer = projector_scorer(scorer, soft, cfg.stage2.train_layers)
         return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher, fusion,
-                   user_teacher)
+                   user_teacher, m.hybrid)
 
     def _fused(self, sets: list[CandidateSet], lm_scores):
         """The LM's [N, C] scores, or for a fusion row the fused teacher + w * LM scores."""
@@ -159,7 +161,7 @@ class Recommender:
     def _examples(self, sets: list[CandidateSet]) -> list:
         from delrec.lm_rows import lsr_examples
 
-        return lsr_examples(self.cfg, self.builder, sets, self.soft is not None, self.hint_teacher)
+        return lsr_examples(self.cfg, self.builder, sets, self.soft is not None, self.hint_teacher, self.slots)
 
     def candidates_for(self, history: list[str], candidates: list[str] | None = None, *, seed: int = 0
                        ) -> CandidateSet:
@@ -209,7 +211,7 @@ class Recommender:
         from delrec.lm_rows import lm_test_row
 
         row = (lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher,
-                           self.user_teacher) if self.scorer else None)  # None: teacher-ensemble, no LM
+                           self.user_teacher, self.slots) if self.scorer else None)  # None: teacher-ensemble
         if self.fusion is None:
             return row
         fused = self._fused(sets, row["scores"] if row else None)

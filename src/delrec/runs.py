@@ -67,8 +67,10 @@ class RunDir:
         parts = [self.data_key(cfg), stage1_key, cfg.lm.settings(), cfg.stage2.settings(), hint, method, cfg.seed]
         if hint:  # only there: the other rows keep their folders
             parts += [cfg.eval.hint_train_teacher, cfg.eval.hint_k]
-        if METHODS[method].user:
-            parts += [cfg.eval.user_teacher, cfg.eval.user_rank, cfg.eval.user_at]
+        if METHODS[method].user or METHODS[method].hybrid:
+            parts += [cfg.eval.projector_teacher, cfg.eval.projector_rank, cfg.eval.projector_at]
+        if METHODS[method].hybrid:
+            parts += [cfg.eval.hybrid_curriculum]
         key = digest(*parts)
         return self.path("stage2", f"{method}-{key}")
 

@@ -110,9 +110,9 @@ def train_teachers(ctx: Context, metrics: MetricsFile) -> dict:
 
 def teacher_before_targets(ctx: Context, teacher, which: str):
     """The teacher whose hints go into delrec+hint's training prompts (which = eval.hint_train_teacher), or
-    whose states feed delrec+user's projector (eval.user_teacher). The run's teacher trained on every
-    training target, so its hints are better on training examples than on test users and the LM would learn
-    to trust them more than it should; by default a second copy, trained on sequences cut before each user's
+    whose vectors feed delrec+user's and delrec+hybrid's projectors (eval.projector_teacher). The run's
+    teacher trained on every training target, so its hints are better on training examples than on test
+    users and the LM would learn to trust them more than it should; by default a second copy, trained on sequences cut before each user's
     training targets, writes them (cached in teacher/<model>-before-targets)."""
     from delrec.data.split import before_training_targets
     from delrec.teachers.teacher import Teacher
@@ -135,12 +135,26 @@ def teacher_before_targets(ctx: Context, teacher, which: str):
     return Teacher.load(folder)
 
 
-def user_teacher(ctx: Context, teachers, method: str):
-    """delrec+user's source of user states (the same teacher for training, validation and test); None for
-    every other row."""
-    if not METHODS[method].user:
+def projector_teacher(ctx: Context, teachers, method: str):
+    """Whose vectors feed delrec+user's and delrec+hybrid's projectors (the same teacher for training,
+    validation and test); None for every other row."""
+    if not (METHODS[method].user or METHODS[method].hybrid):
         return None
-    return teacher_before_targets(ctx, teachers[ctx.cfg.teacher.models[0]], ctx.cfg.eval.user_teacher)
+    return teacher_before_targets(ctx, teachers[ctx.cfg.teacher.models[0]], ctx.cfg.eval.projector_teacher)
+
+
+def new_projector(cfg: RunConfig, method: str, soft, teacher, train_sets, valid_sets, device) -> tuple:
+    """(prompt, train user states, valid user states) of a new delrec+user or delrec+hybrid prompt (the states
+    None for hybrid: its examples carry their items)."""
+    from delrec.lm.teacher_prompts import HybridPrompt, UserPrompt, item_vectors
+
+    ev = cfg.eval
+    if METHODS[method].hybrid:
+        prompt = HybridPrompt(soft, item_vectors(teacher), ev.projector_rank, seed=cfg.seed, at=ev.projector_at)
+        return prompt.to(device), None, None
+    train_users, valid_users = set_users(teacher, train_sets), set_users(teacher, valid_sets)
+    prompt = UserPrompt(soft, train_users.shape[1], ev.projector_rank, seed=cfg.seed, at=ev.projector_at)
+    return prompt.to(device), train_users, valid_users
 
 
 def log_teacher(log: JsonlLog, model: str, key: str, info: dict, cached: bool) -> None:
@@ -221,33 +235,36 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     use_soft = soft_path is not None
     hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
     builder = prompt_builder(cfg, ctx.dataset)
+    slots = METHODS[method].hybrid
     train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft,
-                         hint and teacher_before_targets(ctx, hint, cfg.eval.hint_train_teacher))
-    valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint)
+                         hint and teacher_before_targets(ctx, hint, cfg.eval.hint_train_teacher), slots)
+    valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint, slots)
     scorer = new_lm(cfg)
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
-    users_from, user = user_teacher(ctx, teachers, method), None
-    if users_from is not None:  # the per-user prompt trains with the adapters, the stage-1 prompt inside it frozen
-        from delrec.lm.user_prompt import UserPrompt, user_scorer
+    users_from, user = projector_teacher(ctx, teachers, method), None
+    if users_from is not None:  # the projector trains with the adapters, the stage-1 prompt inside it frozen
+        from delrec.lm.teacher_prompts import projector_scorer
 
-        train_users, valid_users = (set_users(users_from, ctx.cands[n]) for n in ("train", "valid"))
-        prompt = UserPrompt(soft, train_users.shape[1], cfg.eval.user_rank, seed=cfg.seed, at=cfg.eval.user_at)
-        prompt = prompt.to(scorer.backbone.device)
-        user, soft = (prompt, train_users, valid_users), None
+        user = new_projector(cfg, method, soft, users_from, ctx.cands["train"], ctx.cands["valid"],
+                             scorer.backbone.device)
+        soft = None
     add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
     start = time.time()
     s2 = cfg.stage2
     if s2.lower_states_dir and not Path(s2.lower_states_dir).expanduser().is_absolute():  # inside the run folder
         s2 = dataclasses.replace(s2, lower_states_dir=str(ctx.run.root / s2.lower_states_dir))
     result = finetune(scorer, soft, train, valid, s2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
-                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}", user=user,
-                      lower_tag=METHODS[method].soft_prompt if user and cfg.eval.user_at == "upper" else None)
+                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}", projector=user,
+                      lower_tag=METHODS[method].soft_prompt if user and METHODS[method].user
+                      and cfg.eval.projector_at == "upper" else None,
+                      curriculum=slots and cfg.eval.hybrid_curriculum)
     require_finished(result, f"stage 2 ({method})")
     train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
     test_start = time.time()
-    if user is not None:  # its test pass: the scorer the user part needs (user_at=upper: the adapted blocks)
-        soft, scorer = user[0], user_scorer(scorer, user[0], cfg.stage2.train_layers)
-    row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint, users_from)
+    if user is not None:  # its test pass: the scorer the projected part needs (upper: the adapted blocks)
+        soft, scorer = user[0], projector_scorer(scorer, user[0], cfg.stage2.train_layers)
+    row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint,
+                      users_from if METHODS[method].user else None, slots)
     if cfg.eval.fusion:  # fusion picks its weight on these, never on the test file
         save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size,
                                            desc=f"valid {method}", users=user[2] if user else None), "valid_scores.npy")
@@ -264,19 +281,20 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     """valid_scores.npy of a finished stage 2: its trained adapter on the validation candidate file."""
     from delrec.lm.adapters import load_adapter
     from delrec.lm.soft_prompt import SoftPrompt
-    from delrec.lm.user_prompt import UserPrompt, user_scorer
+    from delrec.lm.teacher_prompts import load_projector, projector_scorer
 
     cfg = ctx.cfg
     hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
-    valid = lsr_examples(cfg, prompt_builder(cfg, ctx.dataset), ctx.cands["valid"], soft_path is not None, hint)
+    valid = lsr_examples(cfg, prompt_builder(cfg, ctx.dataset), ctx.cands["valid"], soft_path is not None, hint,
+                         METHODS[method].hybrid)
     scorer = new_lm(cfg)
     load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
-    users_from, users = user_teacher(ctx, teachers, method), None
+    users_from, users = projector_teacher(ctx, teachers, method), None
     if users_from is not None:
-        soft = UserPrompt.load(folder / "user_prompt.safetensors", scorer.backbone.device)
-        users = set_users(users_from, ctx.cands["valid"])
-        scorer = user_scorer(scorer, soft, cfg.stage2.train_layers)
+        soft = load_projector(folder, METHODS[method].hybrid, scorer.backbone.device)
+        users = set_users(users_from, ctx.cands["valid"]) if METHODS[method].user else None
+        scorer = projector_scorer(scorer, soft, cfg.stage2.train_layers)
     save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size, desc=f"valid {method}",
                                        users=users), "valid_scores.npy")
 

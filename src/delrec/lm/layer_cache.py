@@ -96,6 +96,24 @@ def share_across_processes(cache: LowerStateCache, keys: set) -> int:
     return received
 
 
+def _add_upper(states: torch.Tensor, rows, b: int, tok_ids: list[int], soft_at: int | None) -> torch.Tensor:
+    """A prompt's stored states plus row b's upper parts: per-user offsets on the soft positions, item vectors
+    on the ITEM slots (the last k of the row's vectors where a cut prompt kept k slots)."""
+    from delrec.lm.scoring import slot_positions
+
+    if rows.soft_offsets is not None and soft_at is not None:
+        n = rows.soft_offsets.shape[1]
+        states = torch.cat([states[:soft_at], states[soft_at:soft_at + n] + rows.soft_offsets[b].to(states),
+                            states[soft_at + n:]])
+    if rows.slot_offsets is not None:
+        at = slot_positions(tok_ids, soft_at, rows.n_soft)
+        if at:
+            vec = rows.slot_offsets[b]
+            index = torch.tensor(at, device=states.device)
+            states = states.index_add(0, index, vec[len(vec) - len(at):].to(states))
+    return states
+
+
 class UpperLayerScorer:
     """The scorer's scores through the top blocks only, from lower-layer states cached per (prompt, title).
 
@@ -189,22 +207,21 @@ class UpperLayerScorer:
     def score(self, prompts: list[str], candidates: list[list[str]], soft_prompt=None) -> torch.Tensor:
         from delrec.lm.packed import scores_from_pieces
 
-        offsets = None
-        if getattr(soft_prompt, "offsets", None) is not None:  # delrec+user at eval.user_at=upper
-            offsets, soft_prompt = soft_prompt.offsets, soft_prompt.prompt.base_prompt
+        rows = None
+        if getattr(soft_prompt, "upper", False):  # delrec+user / +hybrid at eval.projector_at=upper
+            rows, soft_prompt = soft_prompt, soft_prompt.prompt.base_prompt
         self.prefetch(prompts, candidates, soft_prompt)
         if self.one_position:
-            if offsets is not None:
-                raise DelrecError("eval.user_at=upper needs lm.scorer=title-likelihood")
+            if rows is not None:
+                raise DelrecError("eval.projector_at=upper needs lm.scorer=title-likelihood")
             return self._score_one_position(prompts, candidates)
-        soft_at = [at for _, at in self.scorer.prepare_all(prompts, soft_prompt)] if offsets is not None else []
+        prepared = self.scorer.prepare_all(prompts, soft_prompt) if rows is not None else []
         prompt_states, pieces = [], []
         for b, (p, cands) in enumerate(zip(prompts, candidates)):
             ps, ts = self.cache.get(p, list(cands))
             ps = ps.float()  # the residual stream runs in fp32, as in the full pass
-            if offsets is not None:  # the user part joins the soft positions' states here, differentiably
-                at, n = soft_at[b], offsets.shape[1]
-                ps = torch.cat([ps[:at], ps[at:at + n] + offsets[b].to(ps), ps[at + n:]])
+            if rows is not None:  # the teacher part joins these positions' states here, differentiably
+                ps = _add_upper(ps, rows, b, *prepared[b])
             prompt_states.append(ps)
             pieces.append([t.float() for t in ts])
         titles = [[self.scorer.title_ids(t) for t in cands] for cands in candidates]

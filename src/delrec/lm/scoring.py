@@ -43,7 +43,7 @@ import torch
 from delrec import DelrecError
 from delrec.config import check_scoring
 from delrec.lm.backbone import forward_params
-from delrec.prompts.templates import LETTERS, SOFT
+from delrec.prompts.templates import ITEM, LETTERS, SOFT
 
 _PROBE = "is"  # templates end with "... is" / "... is candidate"; titles are tokenised as its continuation
 
@@ -115,6 +115,19 @@ class CandidateScorer:
     def _encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
+    def _encode_slots(self, text: str) -> list[int]:
+        """Token ids with SLOT where each ITEM marker was (delrec+hybrid); the space before a marker belongs to
+        the slot, as for the soft prompt."""
+        if ITEM not in text:
+            return self._encode(text)
+        pieces = text.split(ITEM)
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            ids += self._encode(piece.rstrip(" ") if i < len(pieces) - 1 else piece)
+            if i < len(pieces) - 1:
+                ids.append(SLOT)
+        return ids
+
     def _answer_ids(self, text: str) -> list[int]:
         if self.enc_dec:
             return self._encode(text)
@@ -147,14 +160,14 @@ class CandidateScorer:
             raise DelrecError(f"scorer: a prompt holds the soft-prompt marker {SOFT} {count} times (at most once)")
         if not use_soft or count == 0:
             text = prompt.replace(SOFT, "")
-            ids, soft_at = self.prefix + self._encode(text) + self.suffix, None
+            ids, soft_at = self.prefix + self._encode_slots(text) + self.suffix, None
             head = text.split("\n", 1)[0] + "\n" if "\n" in text else ""
             protect = len(self.prefix) + (len(self._encode(head)) if head else 0)
         else:
             before, after = prompt.split(SOFT)
             # The space before the marker belongs to the soft slot, not to a lone "Ġ" token.
             head_ids = self.prefix + self._encode(before.rstrip(" "))
-            ids, soft_at = head_ids + self._encode(after) + self.suffix, len(head_ids)
+            ids, soft_at = head_ids + self._encode_slots(after) + self.suffix, len(head_ids)
             rest = after.split("\n", 1)[0] + "\n" if "\n" in after else ""
             protect = soft_at + (len(self._encode(rest)) if rest else 0)
         return self._truncate(ids, soft_at, protect)
@@ -184,13 +197,16 @@ class CandidateScorer:
         emb = self.backbone.input_embeddings()
         device = emb.weight.device
         width = max(len(ids) for ids, _ in prepared)
-        ids = torch.tensor([i + [self.pad_id] * (width - len(i)) for i, _ in prepared], device=device)
+        ids = torch.tensor([[self.pad_id if t == SLOT else t for t in i] + [self.pad_id] * (width - len(i))
+                            for i, _ in prepared], device=device)
         table = emb(ids)  # one embedding call for the whole batch
-        per_row = hasattr(soft, "row_weight")  # lm/soft_prompt.py RowSoftPrompt: a tensor per row group
+        per_row = hasattr(soft, "row_weight")  # lm/soft_prompt.py PerRowSoft: a tensor per row
         sv = soft.weight.to(device=device, dtype=table.dtype) if soft is not None and not per_row else None
         rows = []
         for b, (tok_ids, at) in enumerate(prepared):
             row = table[b, :len(tok_ids)]
+            if SLOT in tok_ids:
+                row = _fill_slots(row, tok_ids, soft, b)
             if at is not None:
                 v = soft.row_weight(b).to(device=device, dtype=table.dtype) if per_row else sv
                 row = torch.cat([row[:at], v, row[at:]])
@@ -356,6 +372,28 @@ class CandidateScorer:
                     row.append(self.reduce(self._token_logprobs(logits, tgt), torch.ones_like(tgt))[0])
                 rows.append(torch.stack(row))
         return torch.stack(rows)
+
+
+SLOT = -1  # an ITEM marker's place in prepared token ids (never a real token id)
+
+
+def _fill_slots(row: torch.Tensor, tok_ids: list[int], soft, b: int) -> torch.Tensor:
+    """Row b's embeddings with its slot vectors where the SLOT ids are. A prompt cut to lm.max_prompt_tokens
+    loses its oldest history first, so the k slots left take the last k vectors. Without vectors (a plain
+    soft prompt: delrec+hybrid's lower blocks at projector_at=upper) a slot holds zeros."""
+    at = [j for j, t in enumerate(tok_ids) if t == SLOT]
+    vectors = soft.slot_inputs(b) if hasattr(soft, "slot_inputs") else None
+    if vectors is None:
+        vectors = row.new_zeros(len(at), row.shape[-1])
+    elif len(vectors) < len(at):
+        raise DelrecError(f"scorer: a prompt holds {len(at)} item slots but its example has {len(vectors)} items")
+    index = torch.tensor(at, device=row.device)
+    return row.index_put((index,), vectors[len(vectors) - len(at):].to(row))
+
+
+def slot_positions(tok_ids: list[int], soft_at: int | None, n_soft: int) -> list[int]:
+    """Where a prompt's slots sit in its embedded row (after the soft vectors are spliced in)."""
+    return [j + (n_soft if soft_at is not None and j >= soft_at else 0) for j, t in enumerate(tok_ids) if t == SLOT]
 
 
 def pad_rows(rows: list[torch.Tensor], left_pad: bool):

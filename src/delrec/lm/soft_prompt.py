@@ -102,7 +102,7 @@ class PerRowSoft:
     """What the scorer splices when every row of a batch has its own soft tensor: it asks only for `n_soft`,
     `check` (both from the prompt the rows come from) and `row_weight(row)`."""
 
-    prompt: SoftPrompt  # or anything with `n_soft` and `check` (lm/user_prompt.py UserPrompt)
+    prompt: SoftPrompt  # or anything with `n_soft` and `check` (lm/teacher_prompts.py)
 
     @property
     def n_soft(self) -> int:

@@ -22,6 +22,7 @@ class PromptExample:
     candidates: tuple[str, ...]    # titles, in the order scored
     items: tuple[int, ...]         # dense ids of the candidates
     label: int                     # index of the right answer in `candidates`
+    slot_items: tuple[int, ...] = ()  # delrec+hybrid: dense ids of the items whose ITEM slots the prompt holds
 
 
 @dataclass
@@ -78,13 +79,17 @@ class PromptBuilder:
                                       self.titles(topk[1:]), self.listed(cands), self.letters)
         return PromptExample("rps", prompt, tuple(self.titles(cands)), tuple(cands), cands.index(topk[0]))
 
-    def lsr(self, cs: CandidateSet, *, soft: bool = True, hint: list[int] | None = None) -> PromptExample:
-        """The recommendation task: the user's real next item among the example's candidates."""
+    def lsr(self, cs: CandidateSet, *, soft: bool = True, hint: list[int] | None = None,
+            slots: bool = False) -> PromptExample:
+        """The recommendation task: the user's real next item among the example's candidates; with `slots`,
+        an item vector's place after each history title (delrec+hybrid)."""
         cands = list(cs.candidates)
-        prompt = templates.render_lsr(self.domain, self.teacher_name, self.titles(cs.history[-self.max_history:]),
-                                      self.listed(cands), self.letters, soft=soft,
-                                      hint=self.titles(hint) if hint else None)
-        return PromptExample("lsr", prompt, tuple(self.titles(cands)), tuple(cands), cs.target_index)
+        shown = cs.history[-self.max_history:]
+        prompt = templates.render_lsr(self.domain, self.teacher_name, self.titles(shown), self.listed(cands),
+                                      self.letters, soft=soft, hint=self.titles(hint) if hint else None,
+                                      item_slots=slots)
+        return PromptExample("lsr", prompt, tuple(self.titles(cands)), tuple(cands), cs.target_index,
+                             tuple(shown) if slots else ())
 
 
 def build_stage1(builder: PromptBuilder, histories: list[tuple[int, ...]], topk: list[list[int]], *, seed: int

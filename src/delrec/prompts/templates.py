@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from delrec import DelrecError
 
 SOFT = "[SOFT]"
+ITEM = "[ITEM]"  # delrec+hybrid: one vector after each history title (lm/hybrid_prompt.py)
 LETTERS = string.ascii_uppercase  # index-letter lists support up to 26 candidates
 
 
@@ -77,8 +78,9 @@ def _domain(domain: str) -> Domain:
 
 def _join(titles: list[str]) -> str:
     for t in titles:
-        if SOFT in t:  # the marker must stay unique, or the scorer would splice at the wrong place
-            raise DelrecError(f"prompt: item title {t!r} contains the soft-prompt marker {SOFT}")
+        for marker in (SOFT, ITEM):  # the markers must be the template's own, or the scorer would splice wrongly
+            if marker in t:
+                raise DelrecError(f"prompt: item title {t!r} contains the marker {marker}")
     return ", ".join(titles)
 
 
@@ -125,13 +127,17 @@ def render_rps(domain: str, teacher: str, history: list[str], others: list[str],
 
 
 def render_lsr(domain: str, teacher: str, history: list[str], candidates: list[str], letters: bool,
-               soft: bool = True, hint: list[str] | None = None) -> str:
+               soft: bool = True, hint: list[str] | None = None, item_slots: bool = False) -> str:
     """The recommendation task. soft=False drops the soft-prompt sentence (lsr-only, zero-shot rows);
-    hint = the teacher's top titles among this example's candidates, best first (delrec+hint)."""
+    hint = the teacher's top titles among this example's candidates, best first (delrec+hint); item_slots
+    puts an ITEM marker after each history title (delrec+hybrid: the scorer splices a vector there)."""
     d = _domain(domain)
     words = {"teacher": teacher, "verb": d.verb, "past": d.past, "item": d.item, "items": d.items}
     instruction = (LSR_INSTRUCTION if soft else LSR_INSTRUCTION_NO_SOFT).format(**words)
-    return LSR.format(**words, instruction=instruction, history=_join(history),
+    shown = _join(history)
+    if item_slots:
+        shown = ", ".join(f"{t} {ITEM}" for t in history)
+    return LSR.format(**words, instruction=instruction, history=shown,
                       hint=HINT.format(teacher=teacher, titles=_join(hint)) if hint else "",
                       candidates=candidate_block(candidates, letters),
                       answer=_answer(f"The {d.item} the user will {d.verb} next is", letters))
@@ -139,4 +145,5 @@ def render_lsr(domain: str, teacher: str, history: list[str], candidates: list[s
 
 def mark_soft(prompt: str, n_soft: int | None = None) -> str:
     """The prompt for display, the marker replaced by a readable placeholder."""
-    return prompt.replace(SOFT, f"<soft prompt x{n_soft}>" if n_soft else "<soft prompt>")
+    return prompt.replace(SOFT, f"<soft prompt x{n_soft}>" if n_soft else "<soft prompt>").replace(
+        ITEM, "<item vector>")

@@ -20,7 +20,7 @@ from delrec.lm.adapters import first_adapted_block, orthogonal_regulariser, save
 from delrec.lm.layer_cache import UpperLayerScorer, share_across_processes
 from delrec.lm.lower_store import LowerStateFile
 from delrec.lm.soft_prompt import SoftPrompt
-from delrec.stages.batches import batch_indices, sampled_batch
+from delrec.stages.batches import batch_indices, example_rng, sampled_batch
 from delrec.stages.loop import JsonlLog, Trainer
 
 
@@ -32,29 +32,32 @@ def _allocator_state(model) -> tuple:
 def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid: list, cfg: Stage2Config,
              run_dir: Path, *, seed: int, resume: bool = False, stop_after: int | None = None,
              log: JsonlLog | None = None, eval_batch_size: int = 8, name: str = "stage2",
-             metric=ndcg5, user: tuple | None = None, lower_tag: str | None = None) -> dict:
+             metric=ndcg5, projector: tuple | None = None, lower_tag: str | None = None,
+             curriculum: bool = False) -> dict:
     """Train AdaLoRA adapters (already added with `add_adalora`); select by validation NDCG@5 (`metric`).
 
-    `user` = (UserPrompt, train user states, valid user states): the per-user soft prompt of delrec+user,
-    trained with the adapters and saved beside them (user_prompt.safetensors); `soft_prompt` is then None.
-    Its test pass needs `user_prompt.user_scorer` (the full model cannot add an `upper` user part).
+    `projector` = (a lm/teacher_prompts.py prompt, train user states, valid user states; the states None for
+    delrec+hybrid, whose examples carry their items): trained with the adapters and saved beside them (its
+    `file`); `soft_prompt` is then None. Its test pass needs `projector_scorer` (the full model cannot add an
+    `upper` part). `curriculum` (delrec+hybrid): an example gets its item vectors with a probability that
+    grows linearly from 0 to 1 over the steps, else zero vectors (LLaRA's text-to-hybrid curriculum).
     `lower_tag`: the row whose stored lower states these are when another row's prompts and soft prompt are
-    the same (delrec+user at user_at=upper reads delrec's)."""
+    the same (delrec+user at projector_at=upper reads delrec's)."""
     run_dir = Path(run_dir)
     log = log or JsonlLog(run_dir / "log.jsonl")
     model = scorer.backbone.model
     if soft_prompt is not None:
         soft_prompt.requires_grad_(False)
     params = trainable_params(model)
-    user_prompt, train_users, valid_users = user or (None, None, None)
+    user_prompt, train_users, valid_users = projector or (None, None, None)
     lower_soft = soft_prompt  # the (frozen) soft prompt the lower blocks see
     if user_prompt is not None:
-        params |= {f"user_prompt.{k}": p for k, p in user_prompt.named_parameters()}
+        params |= {f"{user_prompt.kind}_prompt.{k}": p for k, p in user_prompt.named_parameters()}
         lower_soft = user_prompt.base_prompt if user_prompt.at == "upper" else None
     valid = valid[:cfg.max_eval_examples]
     valid_users = valid_users[:len(valid)] if valid_users is not None else None
-    fast = scorer  # what training and validation score with; the test pass uses the full model (but see `user`)
-    # a per-user prompt at the input changes what the lower blocks see: no stored lower states for that row
+    fast = scorer  # what training and validation score with; the test pass uses the full model (but see projector)
+    # a projected prompt at the input changes what the lower blocks see: no stored lower states for that row
     if cfg.train_layers and cfg.cache_lower and (user_prompt is None or user_prompt.at == "upper"):
         fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), lower_soft)
     # Within one epoch an example is seen once: its lower pass then covers only the candidates scored
@@ -83,7 +86,13 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
                 fast.prefetch([e.prompt for e in batch], [list(e.candidates) for e in batch], lower_soft)
                 keep.save_when_holding(train_prompts)
             batch = sampled_batch(train, idx, cfg.train_negatives, seed, step, micro)
-            soft = user_prompt.rows(train_users[idx]) if user_prompt is not None else soft_prompt
+            soft = soft_prompt
+            if train_users is not None:
+                soft = user_prompt.rows(train_users[idx])
+            elif user_prompt is not None:  # delrec+hybrid
+                p = min(1.0, step / cfg.steps) if curriculum else 1.0
+                soft = user_prompt.for_examples(batch, [example_rng(seed + 1, step, micro, j).random() < p or p >= 1
+                                                        for j in idx])
             scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft)
             labels = torch.tensor([e.label for e in batch], device=scores.device)
             loss = F.cross_entropy(scores.float(), labels)
@@ -122,7 +131,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
         def save(folder: Path) -> None:
             save_adapter(model, folder)
             if user_prompt is not None:
-                user_prompt.save(run_dir / "user_prompt.safetensors")
+                user_prompt.save(run_dir / user_prompt.file)
 
         trainer.save_best(run_dir / "adapter", save)
     return trainer.result()

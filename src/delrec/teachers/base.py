@@ -41,6 +41,11 @@ class SequentialRecommender(nn.Module):
         """[..., H] -> [..., n_items]."""
         raise NotImplementedError
 
+    def item_vectors(self) -> torch.Tensor:
+        """[n_items, H] the vector each item is scored with (`score` is hidden @ item_vectors().T, plus any
+        bias): what delrec+hybrid's projector reads."""
+        return self.item_emb.weight[1:]
+
     def forward(self, histories: torch.Tensor) -> torch.Tensor:
         return self.score(self.encode(histories))
 

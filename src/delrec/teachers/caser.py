@@ -43,5 +43,8 @@ class Caser(SequentialRecommender):
         o_h = [F.relu(conv(E).squeeze(3)).amax(2) for conv in self.horizontal]  # each [B, n_h]
         return F.relu(self.fc(self.drop(torch.cat([o_v, *o_h], 1))))
 
+    def item_vectors(self) -> torch.Tensor:
+        return self.out_emb.weight  # Caser scores with its own output table, not its input one
+
     def score(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ self.out_emb.weight.T + self.out_bias
