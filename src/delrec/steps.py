@@ -112,8 +112,8 @@ def teacher_before_targets(ctx: Context, teacher, which: str):
     """The teacher whose hints go into delrec+hint's training prompts (which = eval.hint_train_teacher), or
     whose vectors feed delrec+user's and delrec+hybrid's projectors (eval.projector_teacher). The run's
     teacher trained on every training target, so its hints are better on training examples than on test
-    users and the LM would learn to trust them more than it should; by default a second copy, trained on sequences cut before each user's
-    training targets, writes them (cached in teacher/<model>-before-targets)."""
+    users and the LM would learn to trust them more than it should; by default a second copy, trained on
+    sequences cut before each user's training targets, writes them (cached in teacher/<model>-before-targets)."""
     from delrec.data.split import before_training_targets
     from delrec.teachers.teacher import Teacher
     from delrec.teachers.train import train_teacher
@@ -241,12 +241,12 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint, slots)
     scorer = new_lm(cfg)
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
-    users_from, user = projector_teacher(ctx, teachers, method), None
+    users_from, projected = projector_teacher(ctx, teachers, method), None
     if users_from is not None:  # the projector trains with the adapters, the stage-1 prompt inside it frozen
         from delrec.lm.teacher_prompts import projector_scorer
 
-        user = new_projector(cfg, method, soft, users_from, ctx.cands["train"], ctx.cands["valid"],
-                             scorer.backbone.device)
+        projected = new_projector(cfg, method, soft, users_from, ctx.cands["train"], ctx.cands["valid"],
+                                  scorer.backbone.device)
         soft = None
     add_adalora(scorer.backbone, cfg.stage2, seed=cfg.seed)
     start = time.time()
@@ -254,20 +254,21 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     if s2.lower_states_dir and not Path(s2.lower_states_dir).expanduser().is_absolute():  # inside the run folder
         s2 = dataclasses.replace(s2, lower_states_dir=str(ctx.run.root / s2.lower_states_dir))
     result = finetune(scorer, soft, train, valid, s2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
-                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}", projector=user,
-                      lower_tag=METHODS[method].soft_prompt if user and METHODS[method].user
+                      eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}", projector=projected,
+                      lower_tag=METHODS[method].soft_prompt if projected and METHODS[method].user
                       and cfg.eval.projector_at == "upper" else None,
                       curriculum=slots and cfg.eval.hybrid_curriculum)
     require_finished(result, f"stage 2 ({method})")
     train_s = round(time.time() - start, 1)  # this process only: a resumed run counts from its restart
     test_start = time.time()
-    if user is not None:  # its test pass: the scorer the projected part needs (upper: the adapted blocks)
-        soft, scorer = user[0], projector_scorer(scorer, user[0], cfg.stage2.train_layers)
+    if projected is not None:  # its test pass: the scorer the projected part needs (upper: the adapted blocks)
+        soft, scorer = projected[0], projector_scorer(scorer, projected[0], cfg.stage2.train_layers)
     row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint,
                       users_from if METHODS[method].user else None, slots)
     if cfg.eval.fusion:  # fusion picks its weight on these, never on the test file
         save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size,
-                                           desc=f"valid {method}", users=user[2] if user else None), "valid_scores.npy")
+                                           desc=f"valid {method}", users=projected[2] if projected else None),
+                    "valid_scores.npy")
     row |= {"test_s": round(time.time() - test_start, 1), "examples_seen": result["steps"] * cfg.stage2.batch_size * cfg.stage2.grad_accum,
             "best_step": result["best_step"], "train_s": train_s, "valid_curve": result["evals"]}
     save_scores(folder, row.pop("scores"))
@@ -290,10 +291,11 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     scorer = new_lm(cfg)
     load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
-    users_from, users = projector_teacher(ctx, teachers, method), None
-    if users_from is not None:
-        soft = load_projector(folder, METHODS[method].hybrid, scorer.backbone.device)
-        users = set_users(users_from, ctx.cands["valid"]) if METHODS[method].user else None
+    m, users = METHODS[method], None
+    if m.user or m.hybrid:  # a hybrid prompt's file holds its item vectors: only delrec+user needs the teacher
+        soft = load_projector(folder, m.hybrid, scorer.backbone.device)
+        if m.user:
+            users = set_users(projector_teacher(ctx, teachers, method), ctx.cands["valid"])
         scorer = projector_scorer(scorer, soft, cfg.stage2.train_layers)
     save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size, desc=f"valid {method}",
                                        users=users), "valid_scores.npy")

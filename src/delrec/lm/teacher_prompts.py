@@ -155,10 +155,10 @@ class HybridPrompt(TeacherProjected):
     def for_examples(self, examples, keep: Sequence[bool] | None = None) -> ProjectedRows:
         """Each example's slot vectors (its `slot_items`, oldest first); a row whose `keep` is False gets zero
         vectors (the curriculum's text-only rows)."""
-        vectors = []
-        for i, e in enumerate(examples):
-            v = self.project(self.items[list(e.slot_items)])[:, 0] if e.slot_items else self.base.new_zeros(0, self.dim)
-            vectors.append(v if keep is None or keep[i] else torch.zeros_like(v))
+        counts = [len(e.slot_items) for e in examples]
+        ids = [i for e in examples for i in e.slot_items]
+        flat = self.project(self.items[ids])[:, 0] if ids else self.base.new_zeros(0, self.dim)  # one pass a batch
+        vectors = [v if keep is None or keep[i] else torch.zeros_like(v) for i, v in enumerate(flat.split(counts))]
         if self.at == "upper":
             return ProjectedRows(self, slot_offsets=vectors)
         return ProjectedRows(self, slots=vectors)

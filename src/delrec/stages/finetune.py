@@ -49,16 +49,16 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     if soft_prompt is not None:
         soft_prompt.requires_grad_(False)
     params = trainable_params(model)
-    user_prompt, train_users, valid_users = projector or (None, None, None)
+    projected, train_users, valid_users = projector or (None, None, None)
     lower_soft = soft_prompt  # the (frozen) soft prompt the lower blocks see
-    if user_prompt is not None:
-        params |= {f"{user_prompt.kind}_prompt.{k}": p for k, p in user_prompt.named_parameters()}
-        lower_soft = user_prompt.base_prompt if user_prompt.at == "upper" else None
+    if projected is not None:
+        params |= {f"{projected.kind}_prompt.{k}": p for k, p in projected.named_parameters()}
+        lower_soft = projected.base_prompt if projected.at == "upper" else None
     valid = valid[:cfg.max_eval_examples]
     valid_users = valid_users[:len(valid)] if valid_users is not None else None
     fast = scorer  # what training and validation score with; the test pass uses the full model (but see projector)
     # a projected prompt at the input changes what the lower blocks see: no stored lower states for that row
-    if cfg.train_layers and cfg.cache_lower and (user_prompt is None or user_prompt.at == "upper"):
+    if cfg.train_layers and cfg.cache_lower and (projected is None or projected.at == "upper"):
         fast = UpperLayerScorer(scorer, first_adapted_block(scorer.backbone, cfg.train_layers), lower_soft)
     # Within one epoch an example is seen once: its lower pass then covers only the candidates scored
     # (target + sampled negatives); over several epochs all of them at once, so no prompt runs twice.
@@ -88,11 +88,10 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
             batch = sampled_batch(train, idx, cfg.train_negatives, seed, step, micro)
             soft = soft_prompt
             if train_users is not None:
-                soft = user_prompt.rows(train_users[idx])
-            elif user_prompt is not None:  # delrec+hybrid
+                soft = projected.rows(train_users[idx])
+            elif projected is not None:  # delrec+hybrid
                 p = min(1.0, step / cfg.steps) if curriculum else 1.0
-                soft = user_prompt.for_examples(batch, [example_rng(seed + 1, step, micro, j).random() < p or p >= 1
-                                                        for j in idx])
+                soft = projected.for_examples(batch, [example_rng(seed + 1, step, micro, j).random() < p for j in idx])
             scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft)
             labels = torch.tensor([e.label for e in batch], device=scores.device)
             loss = F.cross_entropy(scores.float(), labels)
@@ -106,7 +105,7 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
 
     def evaluate() -> float:
         model.eval()
-        soft = soft_prompt if user_prompt is None else user_prompt
+        soft = soft_prompt if projected is None else projected
         s = score_examples(fast, valid, soft, batch_size=eval_batch_size, desc="valid lsr", users=valid_users)
         return metric(s, [e.label for e in valid])
 
@@ -130,8 +129,8 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
     if trainer.finished:
         def save(folder: Path) -> None:
             save_adapter(model, folder)
-            if user_prompt is not None:
-                user_prompt.save(run_dir / user_prompt.file)
+            if projected is not None:
+                projected.save(run_dir / projected.file)
 
         trainer.save_best(run_dir / "adapter", save)
     return trainer.result()
