@@ -352,6 +352,24 @@ def test_every_row_of_the_method_table_runs_and_scores_everywhere(demo_run, tmp_
     assert main(["recommend", "--run", str(run), "--history", "i0,i1", "--method", "lm-zero-shot"]) == 2
     assert "has not been trained" in capsys.readouterr().err
 
+    assert_validation_rescored(run, argv, ("delrec", "delrec+hint", "delrec+user", "delrec+hybrid"))
+
+
+def assert_validation_rescored(run, argv, names) -> None:
+    """A finished row without validation scores (fusion turned on after training) gets them from its stored
+    adapter, projector and teacher: the same scores stage 2 wrote at the end of training."""
+    import numpy as np
+
+    written = {}  # stage2/<row>-<key> of this run (a copied demo's own folders have no validation scores)
+    for scores in (run / "stage2").glob("delrec*/valid_scores.npy"):
+        if scores.parent.name.rsplit("-", 1)[0] in names:
+            written[scores] = np.load(scores)
+            scores.unlink()
+    assert len(written) == len(names), sorted(written)
+    assert main(argv) == 0
+    for scores, before in written.items():
+        np.testing.assert_allclose(np.load(scores), before, rtol=1e-4, atol=1e-4, err_msg=str(scores))
+
 
 def test_the_upper_teacher_prompts_run_on_a_decoder_and_score_the_same_everywhere(demo_run, tmp_path, capsys):
     """delrec+user and delrec+hybrid at eval.projector_at=upper (a decoder-only LM, adapters on the top block over stored lower states):
@@ -362,10 +380,11 @@ def test_the_upper_teacher_prompts_run_on_a_decoder_and_score_the_same_everywher
             "--set", "stage1.steps=4", "--set", "stage1.eval_every=4", "--set", "stage2.steps=6",
             "--set", "stage2.warmup=1", "--set", "stage2.eval_every=3", "--set", "stage2.train_layers=1",
             "--set", "eval.methods=[popularity, teachers, delrec]", "--set", "eval.user_prompt=true",
-            "--set", "eval.projector_at=upper", "--set", "eval.hybrid_tokens=true"]
+            "--set", "eval.projector_at=upper", "--set", "eval.hybrid_tokens=true", "--set", "eval.fusion=true"]
     assert main(argv) == 0
     rows = json.loads((run / "metrics.json").read_text())["rows"]
-    assert list(rows) == ["popularity", "sasrec", "delrec", "delrec+user", "delrec+hybrid"]
+    assert list(rows)[:5] == ["popularity", "sasrec", "delrec", "delrec+user", "delrec+hybrid"]
+    assert {"delrec+user+fusion", "delrec+hybrid+fusion"} <= set(rows)
     assert (next((run / "stage2").glob("delrec+user-*")) / "user_prompt.safetensors").exists()
     assert (next((run / "stage2").glob("delrec+hybrid-*")) / "hybrid_prompt.safetensors").exists()
     test_file = next((run / "candidates").glob("test-*.jsonl"))
@@ -376,3 +395,4 @@ def test_the_upper_teacher_prompts_run_on_a_decoder_and_score_the_same_everywher
         capsys.readouterr()
         assert main(["recommend", "--run", str(run), "--history", "i0,i1,i2", "--method", name, "--top", "3"]) == 0
         assert capsys.readouterr().out.startswith(f"method: {name} ")
+    assert_validation_rescored(run, argv, ("delrec+user", "delrec+hybrid"))

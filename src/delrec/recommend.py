@@ -65,10 +65,11 @@ def run_user_teacher(run_dir: Path, cfg: RunConfig, teachers: dict):
         if model not in teachers:
             raise DelrecError(f"{run_dir}: delrec+user needs the trained teacher {model}, which is not in teacher/")
         return teachers[model]
-    folder = RunDir(run_dir).hint_teacher_dir(cfg)
-    if not (folder / "done.json").exists():
+    run = RunDir(run_dir)
+    folder = run.hint_teacher_dir(cfg)
+    if not is_done(folder, run.hint_teacher_key(cfg)):  # the key: trained with this run's teacher settings
         raise DelrecError(f"{run_dir}: delrec+user needs the teacher in {folder.relative_to(run_dir).as_posix()}, "
-                          "which is missing")
+                          "which is missing or was trained with other teacher settings")
     return Teacher.load(folder)
 
 

@@ -49,6 +49,9 @@ class RunDir:
         """The teacher that writes delrec+hint's training hints (eval.hint_train_teacher: before-targets)."""
         return self.path("teacher", f"{cfg.teacher.models[0]}-before-targets")
 
+    def hint_teacher_key(self, cfg: RunConfig) -> str:
+        return digest(self.teacher_key(cfg, cfg.teacher.models[0]), "before-targets")
+
     def teacher_key(self, cfg: RunConfig, model: str) -> str:
         settings = asdict(cfg.teacher)
         settings.pop("models")  # which other teachers are reported does not change this one

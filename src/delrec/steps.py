@@ -121,8 +121,7 @@ def teacher_before_targets(ctx: Context, teacher, which: str):
     cfg = ctx.cfg
     if which == "same":
         return teacher
-    model, folder = cfg.teacher.models[0], ctx.run.hint_teacher_dir(cfg)
-    key = digest(ctx.run.teacher_key(cfg, model), "before-targets")
+    model, folder, key = cfg.teacher.models[0], ctx.run.hint_teacher_dir(cfg), ctx.run.hint_teacher_key(cfg)
     if not is_done(folder, key):
         header(f"teacher {model}-before-targets: for the training hints of the hint rows")
         out_dir = fresh(folder, False)
