@@ -67,7 +67,7 @@ def run_user_teacher(run_dir: Path, cfg: RunConfig, teachers: dict):
         return teachers[model]
     run = RunDir(run_dir)
     folder = run.hint_teacher_dir(cfg)
-    if not is_done(folder, run.hint_teacher_key(cfg)):  # the key: trained with this run's teacher settings
+    if not is_done(folder, run.hint_teacher_key(cfg)):
         raise DelrecError(f"{run_dir}: delrec+user needs the teacher in {folder.relative_to(run_dir).as_posix()}, "
                           "which is missing or was trained with other teacher settings")
     return Teacher.load(folder)

@@ -50,6 +50,7 @@ class RunDir:
         return self.path("teacher", f"{cfg.teacher.models[0]}-before-targets")
 
     def hint_teacher_key(self, cfg: RunConfig) -> str:
+        """Its key: the run's first teacher's settings, so a teacher trained with other settings is not reused."""
         return digest(self.teacher_key(cfg, cfg.teacher.models[0]), "before-targets")
 
     def teacher_key(self, cfg: RunConfig, model: str) -> str:
