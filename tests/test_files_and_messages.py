@@ -1,4 +1,4 @@
-"""File modes, and messages that name what is wrong: an encoding, a missing file."""
+"""File modes, and messages that name what is wrong: an encoding, a missing file, a stale teacher."""
 
 from __future__ import annotations
 
@@ -52,3 +52,26 @@ def test_the_missing_ml100k_file_is_named(tmp_path, monkeypatch):
         prep.prepare(DataConfig(dataset="ml-100k", data_dir=str(tmp_path)))
     assert str(err.value).startswith(f"ml-100k: u.item not found in {tmp_path} ")
     assert (tmp_path / "u.data").read_text() == U_DATA  # what was there is left alone
+
+
+def test_recommend_refuses_a_before_targets_teacher_trained_with_other_settings(tmp_path):
+    """delrec+user's projector was trained on one teacher's states: `delrec recommend` must not silently load
+    a before-targets teacher that a run with other teacher settings left in the folder."""
+    from delrec.config import RunConfig
+    from delrec.recommend import run_user_teacher
+    from delrec.runs import RunDir, mark_done
+
+    cfg = RunConfig()
+    cfg.eval.projector_teacher = "before-targets"
+    run = RunDir(tmp_path)
+    folder = run.hint_teacher_dir(cfg)
+    folder.mkdir(parents=True)
+    with pytest.raises(DelrecError, match="missing"):
+        run_user_teacher(tmp_path, cfg, {})
+    hidden = cfg.teacher.hidden
+    cfg.teacher.hidden = 2 * hidden  # a teacher with other settings leaves its marker in the folder
+    mark_done(folder, {"model": cfg.teacher.models[0]}, run.hint_teacher_key(cfg))
+    cfg.teacher.hidden = hidden
+    with pytest.raises(DelrecError, match="other teacher settings") as err:
+        run_user_teacher(tmp_path, cfg, {})
+    assert "teacher/" + folder.name in str(err.value)
