@@ -1,6 +1,6 @@
-"""Committed results re-derive from what is committed: every paired interval in past_teacher.json, in
-distillation/*.json and in <dataset>/preset.json is what `paired_difference` gives from the per-example ranks of
-the metrics files it names."""
+"""Committed results re-derive from what is committed: every paired interval in past_teacher/'s summaries, in
+its paired_diff.py files, in distillation/*.json and in <dataset>/preset.json is what `paired_difference` gives
+from the per-example ranks of the metrics files it names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from delrec.metrics import paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
-PAST = ROOT / "benchmarks" / "results" / "past_teacher" / "summary.json"
+PAST = ROOT / "benchmarks" / "results" / "past_teacher"
 PAIRS = {"best_lm_minus_best_teacher": ("best_teacher", "best_lm"),
          "teacher_ensemble_minus_best_teacher": ("best_teacher", "teacher-ensemble"),
          "best_lm_minus_teacher_ensemble": ("teacher-ensemble", "best_lm"),
@@ -30,15 +30,24 @@ def check_pairs_and_rows(entry: dict, rows: dict) -> None:
         assert len(rows[name]["ranks"]) == rows[name]["n"] == entry["n_test"]
 
 
+def past_teacher_docs() -> list[tuple[str, dict]]:
+    """past_teacher.py's summaries (summary.json and the runs kept apart from it, e.g. user-upper.json)."""
+    docs = [(f.stem, json.loads(f.read_text())) for f in sorted(PAST.glob("*.json"))
+            if not f.name.endswith(".metrics.json")]
+    return [(name, doc) for name, doc in docs if "datasets" in doc]
+
+
 def entries():
-    if not PAST.exists():
-        return []
-    doc = json.loads(PAST.read_text())
-    return [(d, s, e) for d, v in doc["datasets"].items() for s, e in v["seeds"].items()]
+    return [(f"{name}-{d}", s, e) for name, doc in past_teacher_docs()
+            for d, v in doc["datasets"].items() for s, e in v["seeds"].items()]
 
 
-@pytest.mark.parametrize(("dataset", "seed", "entry"), entries(), ids=lambda x: x if isinstance(x, str) else "")
-def test_past_teacher_intervals_come_from_the_stored_ranks(dataset, seed, entry):
+def test_past_teacher_has_its_summaries():
+    assert {"summary", "user-upper"} <= {name for name, _ in past_teacher_docs()}
+
+
+@pytest.mark.parametrize(("summary", "seed", "entry"), entries(), ids=lambda x: x if isinstance(x, str) else "")
+def test_past_teacher_intervals_come_from_the_stored_ranks(summary, seed, entry):
     rows = {}
     for source in entry["sources"]:
         rows |= {k: v for k, v in json.loads((ROOT / source).read_text())["rows"].items() if k not in rows}
@@ -90,3 +99,24 @@ def test_preset_run_intervals_come_from_the_stored_ranks(path):
     assert "delrec_minus_lsr_only" in entry["paired"]
     check_pairs_and_rows(entry, rows)
     assert entry["time"]["elapsed_s"] == pytest.approx(sum(entry["time"]["part_seconds"].values()), rel=0.2)
+
+
+def paired_diff_files():
+    return sorted(f for f in (ROOT / "benchmarks" / "results").rglob("*-vs-*.json")
+                  if all(":" in json.loads(f.read_text()).get(k, "") for k in ("a", "b")))
+
+
+def stored_ranks(arg: str) -> list[int]:
+    path, _, method = arg.rpartition(":")
+    return json.loads((ROOT / path).read_text())["rows"][method]["ranks"]
+
+
+@pytest.mark.parametrize("path", paired_diff_files(), ids=lambda p: p.name)
+def test_paired_diff_files_come_from_the_stored_ranks(path):
+    """benchmarks/tools/paired_diff.py FILE.json:METHOD outputs: each difference re-derives from both ranks."""
+    doc = json.loads(path.read_text())
+    d = paired_difference(stored_ranks(doc["a"]), stored_ranks(doc["b"]), n_boot=10000)
+    for metric in ("hr@1", "ndcg@5"):
+        got = doc["metrics"][metric]
+        assert [got["b_minus_a"], *got["ci95"]] == pytest.approx([d[metric]["b_minus_a"], *d[metric]["ci95"]],
+                                                                abs=6e-5), metric
