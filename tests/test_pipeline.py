@@ -255,6 +255,71 @@ def test_teacher_hint_ranks_the_examples_own_candidates():
     assert candidate_hints(ByIdTeacher(), sets, 2, chunk=1) == [[30, 12], [41, 9]]
 
 
+def test_the_residual_prior_is_the_teachers_log_probability_among_the_examples_own_candidates():
+    import math
+
+    import torch
+
+    from delrec.data.candidates import CandidateSet
+    from delrec.lm_rows import candidate_priors
+    from delrec.prompts.examples import PromptExample
+    from delrec.stages.batches import with_sampled_negatives
+
+    class ByIdTeacher:  # prefers higher item ids, by one logit per id
+        def scores(self, histories):
+            return torch.arange(50, dtype=torch.float).repeat(len(histories), 1)
+
+    sets = [CandidateSet(0, (1, 2), (7, 30, 3, 12), 3), CandidateSet(1, (4,), (5, 41, 9, 2), 5)]
+    priors = candidate_priors(ByIdTeacher(), sets, chunk=1)
+    for c, p in zip(sets, priors):
+        assert sum(math.exp(x) for x in p) == pytest.approx(1.0, abs=1e-5)
+        for j, item in enumerate(c.candidates):  # log-softmax of the logits over this example's candidates
+            assert p[j] - p[0] == pytest.approx(item - c.candidates[0], abs=1e-5)
+    e = PromptExample("lsr", "p", ("a", "b", "c", "d"), (7, 30, 3, 12), 2, prior=priors[0])
+    kept = with_sampled_negatives(e, 2, __import__("random").Random(0))
+    assert len(kept.prior) == 3 and kept.candidates[kept.label] == "c"
+    assert [kept.prior[i] for i in range(3)] == [priors[0]["abcd".index(t)] for t in kept.candidates]
+
+
+def test_the_residual_row_trains_on_the_before_targets_teachers_prior_and_scores_lm_plus_prior(
+        demo_run, tmp_path, monkeypatch):
+    """delrec+residual: its training examples carry the prior of the teacher trained before the training
+    targets (as the hint row's hints), its validation and test examples that of the run's teacher, and the
+    scores it stores are its LM's plus that prior."""
+    import numpy as np
+
+    from delrec import steps
+    from delrec.lm_rows import candidate_priors
+
+    seen = {}
+    real_lsr, real_before = steps.lsr_examples, steps.teacher_before_targets
+
+    def before(ctx, teacher, which):
+        seen["ctx"], seen["run_teacher"], seen["before"] = ctx, teacher, real_before(ctx, teacher, which)
+        return seen["before"]
+
+    def lsr(cfg, builder, sets, soft, hint=None, slots=False, prior=None):
+        seen.setdefault("priors", []).append(prior)
+        return real_lsr(cfg, builder, sets, soft, hint, slots, prior)
+
+    monkeypatch.setattr(steps, "teacher_before_targets", before)
+    monkeypatch.setattr(steps, "lsr_examples", lsr)
+    run = tmp_path / "residual"
+    shutil.copytree(demo_run, run)
+    assert main(["run", "--config", str(ROOT / "configs/demo.yaml"), "--out", str(run), "--set", "stage2.steps=4",
+                 "--set", "stage2.warmup=1", "--set", "stage2.eval_every=4",
+                 "--set", "eval.methods=[popularity, teachers, delrec]", "--set", "eval.teacher_residual=true"]) == 0
+    train_prior, valid_prior = [p for p in seen["priors"] if p is not None]  # the other rows' carry none
+    assert train_prior is seen["before"] and valid_prior is seen["run_teacher"] and train_prior is not valid_prior
+    assert list(json.loads((run / "metrics.json").read_text())["rows"])[-1] == "delrec+residual"
+    folder = next((run / "stage2").glob("delrec+residual-*"))
+    prior = np.array(candidate_priors(seen["run_teacher"], seen["ctx"].cands["test"]))
+    stored = np.load(folder / "test_scores.npy")
+    assert stored.shape == prior.shape
+    lm_part = stored - prior  # what the LM adds: not the prior alone, and not constant across candidates
+    assert np.abs(lm_part).max() > 1e-3 and np.ptp(lm_part, axis=1).max() > 1e-4
+
+
 def test_the_run_stamp_names_the_commit():
     import re
 
@@ -332,7 +397,8 @@ def test_every_row_of_the_method_table_runs_and_scores_everywhere(demo_run, tmp_
             "--set", "stage2.warmup=1", "--set", "stage2.eval_every=4", "--set", "stage1.steps=4",
             "--set", "stage1.eval_every=4", "--set", "teacher.models=[sasrec, gru4rec]",
             "--set", "eval.ablations=true", "--set", "eval.teacher_hint=true", "--set", "eval.fusion=true",
-            "--set", "eval.user_prompt=true", "--set", "eval.hybrid_tokens=true", "--set", "eval.hybrid_curriculum=true"]
+            "--set", "eval.user_prompt=true", "--set", "eval.hybrid_tokens=true", "--set", "eval.hybrid_curriculum=true",
+            "--set", "eval.teacher_residual=true"]
     assert main(argv) == 0
     rows = json.loads((run / "metrics.json").read_text())["rows"]
     want = ["popularity", "sasrec", "gru4rec", *(m for m in METHODS if m not in ("popularity", "teachers"))]
@@ -352,7 +418,7 @@ def test_every_row_of_the_method_table_runs_and_scores_everywhere(demo_run, tmp_
     assert main(["recommend", "--run", str(run), "--history", "i0,i1", "--method", "lm-zero-shot"]) == 2
     assert "has not been trained" in capsys.readouterr().err
 
-    assert_validation_rescored(run, argv, ("delrec", "delrec+hint", "delrec+user", "delrec+hybrid"))
+    assert_validation_rescored(run, argv, ("delrec", "delrec+hint", "delrec+user", "delrec+hybrid", "delrec+residual"))
 
 
 def assert_validation_rescored(run, argv, names) -> None:

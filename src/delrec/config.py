@@ -301,6 +301,9 @@ class EvalConfig:
     user_prompt: bool = False           # beyond the paper: row delrec+user (a per-user soft prompt)
     hybrid_tokens: bool = False         # beyond the paper: row delrec+hybrid (an item vector after each title)
     hybrid_curriculum: bool = False     # delrec+hybrid: hybrid rows ramp from 0 to all over training (LLaRA)
+    # beyond the paper: row delrec+residual (the LM trained and scored on top of the teacher's log-probabilities
+    # of the candidates; its training examples' from the teacher of hint_train_teacher)
+    teacher_residual: bool = False
     projector_rank: int = 16            # delrec+user / +hybrid: rank of the projector from the teacher's vectors
     # where the projected part enters: the input (any LM; every block trains through) or where the adapted
     # blocks begin (decoder-only with stage2.train_layers and cache_lower; stored lower states as for delrec)
@@ -370,7 +373,8 @@ class RunConfig:
         if self.eval.uses_soft_prompt and self.lm.n_soft < 1:
             raise DelrecError(f"lm.n_soft: must be >= 1 when a soft-prompt method is evaluated (eval.methods "
                               f"{self.eval.methods}, ablations {self.eval.ablations}, teacher_hint "
-                              f"{self.eval.teacher_hint}, user_prompt {self.eval.user_prompt}, hybrid_tokens {self.eval.hybrid_tokens}), "
+                              f"{self.eval.teacher_hint}, user_prompt {self.eval.user_prompt}, hybrid_tokens {self.eval.hybrid_tokens}, "
+                              f"teacher_residual {self.eval.teacher_residual}), "
                               f"got {self.lm.n_soft}")
 
     def to_dict(self) -> dict:

@@ -47,10 +47,19 @@ def score_examples(scorer: Scorer, examples: Sequence[PromptExample], soft_promp
         soft = soft_prompt.rows(users[idx]) if users is not None else soft_prompt
         if hasattr(soft_prompt, "for_examples"):
             soft = soft_prompt.for_examples(batch)
-        s = scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft)
-        rows.extend(s.float().cpu().numpy())
+        s = with_prior(scorer.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft), batch)
+        rows.extend(s.cpu().numpy())
     rows = dist.gather_rows(rows, len(examples))
     return np.stack(rows) if rows else np.zeros((0, 0))
+
+
+def with_prior(scores: torch.Tensor, batch: Sequence[PromptExample]) -> torch.Tensor:
+    """[B, C] float scores of a batch, plus each example's teacher prior when it carries one (delrec+residual:
+    the LM is trained, and scored, as a correction to the teacher's log-probabilities)."""
+    scores = scores.float()
+    if not batch or not batch[0].prior:
+        return scores
+    return scores + torch.tensor([e.prior for e in batch], dtype=scores.dtype, device=scores.device)
 
 
 def metric_row(scores: np.ndarray, labels, *, n_boot: int = 1000) -> dict:

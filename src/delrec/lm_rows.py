@@ -51,11 +51,33 @@ def new_lm(cfg: RunConfig):
 
 
 def lsr_examples(cfg: RunConfig, builder: PromptBuilder, sets: list[CandidateSet], soft: bool,
-                 hint_teacher=None, slots: bool = False) -> list:
+                 hint_teacher=None, slots: bool = False, prior_teacher=None) -> list:
     """LSR prompts for candidate sets; with a teacher, its ranking of each example's candidates goes into the
-    prompt (delrec+hint); with `slots`, an item vector's place after each history title (delrec+hybrid)."""
+    prompt (delrec+hint); with `slots`, an item vector's place after each history title (delrec+hybrid);
+    with a `prior_teacher`, each example carries that teacher's log-probabilities of its candidates, which
+    its LM scores are added to (delrec+residual)."""
     hints = candidate_hints(hint_teacher, sets, cfg.eval.hint_k) if hint_teacher else [None] * len(sets)
-    return [builder.lsr(c, soft=soft, hint=h, slots=slots) for c, h in zip(sets, hints)]
+    out = [builder.lsr(c, soft=soft, hint=h, slots=slots) for c, h in zip(sets, hints)]
+    if prior_teacher is not None:
+        out = [dataclasses.replace(e, prior=p) for e, p in zip(out, candidate_priors(prior_teacher, sets))]
+    return out
+
+
+def candidate_priors(teacher, sets: list[CandidateSet], chunk: int = 512) -> list[tuple[float, ...]]:
+    """The teacher's log-probability of each candidate among the example's own candidates (a softmax of its
+    scores over them): a prior on the scale of a cross-entropy-trained teacher, so the LM trained on top of it
+    learns what to add to the teacher, not to redo it (CoReLLa, arXiv 2403.16378: the LM is most useful where
+    the conventional model is unsure)."""
+    import torch
+
+    out = []
+    for lo in range(0, len(sets), chunk):
+        part = sets[lo:lo + chunk]
+        scores = teacher.scores([c.history for c in part])
+        for c, s in zip(part, scores):
+            logp = torch.log_softmax(s[list(c.candidates)].double(), dim=0)
+            out.append(tuple(round(float(x), 6) for x in logp))
+    return out
 
 
 def candidate_hints(teacher, sets: list[CandidateSet], k: int, chunk: int = 512) -> list[list[int]]:
@@ -80,13 +102,14 @@ def set_users(teacher, sets: list[CandidateSet]):
 
 
 def lm_test_row(cfg: RunConfig, builder: PromptBuilder, scorer, soft, sets: list[CandidateSet], method: str,
-                hint_teacher=None, user_teacher=None, slots: bool = False) -> dict:
+                hint_teacher=None, user_teacher=None, slots: bool = False, prior_teacher=None) -> dict:
     """Metric row, with its "scores", of an LM method on candidate sets (the run's test file or any other);
     with eval.order_robust also scored in the reversed candidate order and the two averaged. With
     `user_teacher`, `soft` is a per-user prompt (delrec+user) fed that teacher's state of each history; a
-    hybrid row's prompts hold item `slots` (its `soft` makes their vectors)."""
+    hybrid row's prompts hold item `slots` (its `soft` makes their vectors); a residual row's scores are its
+    LM's plus `prior_teacher`'s log-probabilities."""
     def examples(part):
-        return lsr_examples(cfg, builder, part, soft is not None, hint_teacher, slots)
+        return lsr_examples(cfg, builder, part, soft is not None, hint_teacher, slots, prior_teacher)
 
     ex = examples(sets)
     users = set_users(user_teacher, sets) if user_teacher is not None else None

@@ -24,8 +24,15 @@ class Method:
     hint: bool = False                   # the teacher's ranking of the example's candidates is in the prompt
     user: bool = False                   # the soft prompt is a function of the teacher's user state
     hybrid: bool = False                 # an item vector from the teacher after each history title
+    residual: bool = False               # the LM's scores are added to the teacher's log-probabilities
     base: str | None = None              # fused rows: the LM row fused in (None: teachers only)
     fuses: str = ""                      # fused rows: "teacher" (one teacher) or "ensemble" (the teacher pair)
+
+    @property
+    def reads_teacher(self) -> bool:
+        """Its examples are built with the run's first teacher (its hint or its prior), in training from the
+        teacher trained before the training targets (eval.hint_train_teacher)."""
+        return self.hint or self.residual
 
 
 def _lm(name: str, switch: str = "eval.methods", tasks: tuple[str, ...] = (), **kw) -> Method:
@@ -44,6 +51,7 @@ _ROWS = [
     _lm("delrec+hint", "eval.teacher_hint", soft_prompt="delrec", stage2=True, hint=True),  # beyond the paper
     _lm("delrec+user", "eval.user_prompt", soft_prompt="delrec", stage2=True, user=True),  # beyond the paper
     _lm("delrec+hybrid", "eval.hybrid_tokens", soft_prompt="delrec", stage2=True, hybrid=True),  # lm/teacher_prompts.py
+    _lm("delrec+residual", "eval.teacher_residual", soft_prompt="delrec", stage2=True, residual=True),  # lm_rows.py
 ]
 _TRAINED = [m.name for m in _ROWS if m.stage2]
 # Fused rows (fusion.py, beyond the paper): each trained row + one teacher, the teacher pair alone, each

@@ -35,7 +35,7 @@ Until = Literal["teach", "distill", "finetune", "evaluate"]
 
 def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluate") -> dict:
     """The pipeline up to `until` (teach: teachers only; distill: + stage 1; finetune: + stage 2 without the
-    zero-shot and hint rows; evaluate: everything); returns the metrics rows."""
+    zero-shot rows and the rows that read the teacher: hint, residual; evaluate: everything); returns the rows."""
     check_before_training(cfg, until)
     start = time.time()
     ctx = prepare(cfg)
@@ -62,7 +62,7 @@ def run_command(cfg: RunConfig, *, resume: bool = False, until: Until = "evaluat
                 header(f"{name}: the untrained LM on the test candidates")
                 add_row(ctx, metrics, name, timed(f"test/{name}", zero_shot_row, cfg, ctx.dataset, ctx.cands["test"], name))
             continue
-        if m.hint and until != "evaluate":
+        if m.reads_teacher and until != "evaluate":
             continue
         soft_path = key = None
         if m.soft_prompt:

@@ -30,9 +30,10 @@ SCORE_MEANING = {
 }
 
 
-def score_meaning(cfg: RunConfig) -> str:
+def score_meaning(cfg: RunConfig, residual: bool = False) -> str:
     norm = cfg.lm.length_norm if cfg.lm.scorer == "title-likelihood" else "mean"
-    return f"{SCORE_MEANING[(cfg.lm.scorer, norm)]} (lm.scorer={cfg.lm.scorer}; higher is better)"
+    plus = f" plus {cfg.teacher.models[0]}'s log-probability of it among the candidates" if residual else ""
+    return f"{SCORE_MEANING[(cfg.lm.scorer, norm)]}{plus} (lm.scorer={cfg.lm.scorer}; higher is better)"
 
 
 def run_config(run_dir: Path) -> RunConfig:
@@ -93,12 +94,14 @@ class Recommender:
     holds the teacher whose ranking of the candidates goes into each prompt."""
 
     def __init__(self, cfg, dataset, scorer, soft, builder: PromptBuilder, method: str, hint_teacher=None,
-                 fusion: tuple[dict, dict] | None = None, user_teacher=None, slots: bool = False):
+                 fusion: tuple[dict, dict] | None = None, user_teacher=None, slots: bool = False,
+                 prior_teacher=None):
         self.cfg, self.dataset, self.scorer, self.soft, self.builder, self.method = (
             cfg, dataset, scorer, soft, builder, method)
         self.hint_teacher = hint_teacher
         self.user_teacher = user_teacher  # delrec+user: `soft` is its per-user prompt, fed this teacher's states
         self.slots = slots  # delrec+hybrid: prompts with item slots, whose vectors `soft` makes
+        self.prior_teacher = prior_teacher  # delrec+residual: the LM's scores are added to its log-probabilities
         self.fusion = fusion  # `<method>+fusion`: (its stored choice, the run's teachers)
 
     @classmethod
@@ -130,13 +133,13 @@ class Recommender:
             raise DelrecError(f"{run_dir}: method {method!r} has not been trained; trained: {known}")
         folder = methods[lm_method]
         done = json.loads((folder / "done.json").read_text())
-        hint_teacher = None
-        if METHODS[lm_method].hint:
+        teacher = None
+        if METHODS[lm_method].reads_teacher:
             teachers = teachers if teachers is not None else trained_teachers(run_dir, cfg)
             if cfg.teacher.models[0] not in teachers:
                 raise DelrecError(f"{run_dir}: {method} needs the trained teacher {cfg.teacher.models[0]}, "
                                   f"which is not in teacher/")
-            hint_teacher = teachers[cfg.teacher.models[0]]
+            teacher = teachers[cfg.teacher.models[0]]
         scorer = new_lm(cfg)
         load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
         soft_path = stored_path(run_dir, done.get("soft_prompt"))
@@ -150,8 +153,8 @@ class Recommender:
                 user_teacher = run_user_teacher(run_dir, cfg, teachers)
             soft = load_projector(folder, m.hybrid, scorer.backbone.device)
             scorer = projector_scorer(scorer, soft, cfg.stage2.train_layers)
-        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint_teacher, fusion,
-                   user_teacher, m.hybrid)
+        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, teacher if m.hint else None,
+                   fusion, user_teacher, m.hybrid, teacher if m.residual else None)
 
     def _fused(self, sets: list[CandidateSet], lm_scores):
         """The LM's [N, C] scores, or for a fusion row the fused teacher + w * LM scores."""
@@ -162,7 +165,8 @@ class Recommender:
     def _examples(self, sets: list[CandidateSet]) -> list:
         from delrec.lm_rows import lsr_examples
 
-        return lsr_examples(self.cfg, self.builder, sets, self.soft is not None, self.hint_teacher, self.slots)
+        return lsr_examples(self.cfg, self.builder, sets, self.soft is not None, self.hint_teacher, self.slots,
+                            self.prior_teacher)
 
     def candidates_for(self, history: list[str], candidates: list[str] | None = None, *, seed: int = 0
                        ) -> CandidateSet:
@@ -203,7 +207,7 @@ class Recommender:
                 f"history, oldest first (the prompt shows the last {shown}): {titles}",
                 f"candidates: {n_given} given" if n_given else
                 f"candidates: {self.cfg.data.n_candidates} drawn at random from the items outside the history",
-                f"score: {score_meaning(self.cfg)}" if self.fusion is None else
+                f"score: {score_meaning(self.cfg, self.prior_teacher is not None)}" if self.fusion is None else
                 f"score: {fusion_meaning(self.fusion[0])}"]
 
     def evaluate(self, sets: list[CandidateSet]) -> dict:
@@ -212,7 +216,8 @@ class Recommender:
         from delrec.lm_rows import lm_test_row
 
         row = (lm_test_row(self.cfg, self.builder, self.scorer, self.soft, sets, self.method, self.hint_teacher,
-                           self.user_teacher, self.slots) if self.scorer else None)  # None: teacher-ensemble
+                           self.user_teacher, self.slots, self.prior_teacher)
+               if self.scorer else None)  # None: teacher-ensemble
         if self.fusion is None:
             return row
         fused = self._fused(sets, row["scores"] if row else None)

@@ -71,6 +71,8 @@ class RunDir:
         parts = [self.data_key(cfg), stage1_key, cfg.lm.settings(), cfg.stage2.settings(), hint, method, cfg.seed]
         if hint:  # only there: the other rows keep their folders
             parts += [cfg.eval.hint_train_teacher, cfg.eval.hint_k]
+        if METHODS[method].residual:
+            parts += [cfg.eval.hint_train_teacher]
         if METHODS[method].user or METHODS[method].hybrid:
             parts += [cfg.eval.projector_teacher, cfg.eval.projector_rank, cfg.eval.projector_at]
         if METHODS[method].hybrid:

@@ -232,12 +232,15 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
            + (", soft prompt frozen" if soft_path else "") + ", then the test candidates")
     folder = fresh(folder, resume)
     use_soft = soft_path is not None
-    hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
+    m = METHODS[method]
+    teacher = teachers[cfg.teacher.models[0]] if m.reads_teacher else None
+    hint, prior = (teacher, None) if m.hint else (None, teacher)
+    train_teacher = teacher_before_targets(ctx, teacher, cfg.eval.hint_train_teacher) if teacher else None
+    train_hint, train_prior = (train_teacher, None) if m.hint else (None, train_teacher)
     builder = prompt_builder(cfg, ctx.dataset)
-    slots = METHODS[method].hybrid
-    train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft,
-                         hint and teacher_before_targets(ctx, hint, cfg.eval.hint_train_teacher), slots)
-    valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint, slots)
+    slots = m.hybrid
+    train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft, train_hint, slots, train_prior)
+    valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint, slots, prior)
     scorer = new_lm(cfg)
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
     users_from, projected = projector_teacher(ctx, teachers, method), None
@@ -254,7 +257,8 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
         s2 = dataclasses.replace(s2, lower_states_dir=str(ctx.run.root / s2.lower_states_dir))
     result = finetune(scorer, soft, train, valid, s2, folder, seed=cfg.seed, resume=resume, log=ctx.log,
                       eval_batch_size=cfg.eval.batch_size, name=f"stage2/{method}", projector=projected,
-                      lower_tag=METHODS[method].soft_prompt if projected and METHODS[method].user
+                      # the same prompts and soft prompt as its soft-prompt row: that row's stored lower states
+                      lower_tag=m.soft_prompt if m.residual or projected and m.user
                       and cfg.eval.projector_at == "upper" else None,
                       curriculum=slots and cfg.eval.hybrid_curriculum)
     require_finished(result, f"stage 2 ({method})")
@@ -263,7 +267,7 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     if projected is not None:  # its test pass: the scorer the projected part needs (upper: the adapted blocks)
         soft, scorer = projected[0], projector_scorer(scorer, projected[0], cfg.stage2.train_layers)
     row = lm_test_row(cfg, builder, scorer, soft, ctx.cands["test"], method, hint,
-                      users_from if METHODS[method].user else None, slots)
+                      users_from if m.user else None, slots, prior)
     if cfg.eval.fusion:  # fusion picks its weight on these, never on the test file
         save_scores(folder, score_examples(scorer, valid, soft, batch_size=cfg.eval.batch_size,
                                            desc=f"valid {method}", users=projected[2] if projected else None),
@@ -284,13 +288,14 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     from delrec.lm.teacher_prompts import load_projector, projector_scorer
 
     cfg = ctx.cfg
-    hint = teachers[cfg.teacher.models[0]] if METHODS[method].hint else None
-    valid = lsr_examples(cfg, prompt_builder(cfg, ctx.dataset), ctx.cands["valid"], soft_path is not None, hint,
-                         METHODS[method].hybrid)
+    m = METHODS[method]
+    teacher = teachers[cfg.teacher.models[0]] if m.reads_teacher else None
+    valid = lsr_examples(cfg, prompt_builder(cfg, ctx.dataset), ctx.cands["valid"], soft_path is not None,
+                         teacher if m.hint else None, m.hybrid, teacher if m.residual else None)
     scorer = new_lm(cfg)
     load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
-    m, users = METHODS[method], None
+    users = None
     if m.user or m.hybrid:  # a hybrid prompt's file holds its item vectors: only delrec+user needs the teacher
         soft = load_projector(folder, m.hybrid, scorer.backbone.device)
         if m.user:

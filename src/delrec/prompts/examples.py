@@ -23,6 +23,7 @@ class PromptExample:
     items: tuple[int, ...]         # dense ids of the candidates
     label: int                     # index of the right answer in `candidates`
     slot_items: tuple[int, ...] = ()  # delrec+hybrid: dense ids of the items whose ITEM slots the prompt holds
+    prior: tuple[float, ...] = ()  # delrec+residual: the teacher's log-probability of each candidate, added to the LM's
 
 
 @dataclass

@@ -55,5 +55,7 @@ def with_sampled_negatives(example, m: int, rng: random.Random):
         return example
     others = [i for i in range(n) if i != example.label]
     keep = sorted(rng.sample(others, m) + [example.label])
+    prior = tuple(example.prior[i] for i in keep) if example.prior else ()
     return dataclasses.replace(example, candidates=tuple(example.candidates[i] for i in keep),
-                               items=tuple(example.items[i] for i in keep), label=keep.index(example.label))
+                               items=tuple(example.items[i] for i in keep), label=keep.index(example.label),
+                               prior=prior)

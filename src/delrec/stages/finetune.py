@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from delrec.config import Stage2Config
 from delrec.dist import global_mean
-from delrec.evaluate import Scorer, ndcg5, score_examples
+from delrec.evaluate import Scorer, ndcg5, score_examples, with_prior
 from delrec.lm.adapters import first_adapted_block, orthogonal_regulariser, save_adapter, trainable_params
 from delrec.lm.layer_cache import UpperLayerScorer, share_across_processes
 from delrec.lm.lower_store import LowerStateFile
@@ -92,9 +92,9 @@ def finetune(scorer: Scorer, soft_prompt: SoftPrompt | None, train: list, valid:
             elif projected is not None:  # delrec+hybrid
                 p = min(1.0, step / cfg.steps) if curriculum else 1.0
                 soft = projected.for_examples(batch, [example_rng(seed + 1, step, micro, j).random() < p for j in idx])
-            scores = fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft)
+            scores = with_prior(fast.score([e.prompt for e in batch], [list(e.candidates) for e in batch], soft), batch)
             labels = torch.tensor([e.label for e in batch], device=scores.device)
-            loss = F.cross_entropy(scores.float(), labels)
+            loss = F.cross_entropy(scores, labels)
             reg = orthogonal_regulariser(model)
             ((loss + cfg.orth_reg_weight * reg) / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
