@@ -318,6 +318,13 @@ def test_the_residual_row_trains_on_the_before_targets_teachers_prior_and_scores
     assert stored.shape == prior.shape
     lm_part = stored - prior  # what the LM adds: not the prior alone, and not constant across candidates
     assert np.abs(lm_part).max() > 1e-3 and np.ptp(lm_part, axis=1).max() > 1e-4
+    # the validation curve's reference, the prior alone on the validation users stage 2 selects on
+    from delrec.evaluate import ndcg5
+
+    logged = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"prior_valid"' in x]
+    valid = seen["ctx"].cands["valid"][:seen["ctx"].cfg.stage2.max_eval_examples]
+    want = ndcg5(np.array(candidate_priors(seen["run_teacher"], valid)), [c.target_index for c in valid])
+    assert [e["valid"] for e in logged] == [pytest.approx(float(want))]
 
 
 def test_the_run_stamp_names_the_commit():

@@ -241,6 +241,12 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     slots = m.hybrid
     train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft, train_hint, slots, train_prior)
     valid = lsr_examples(cfg, builder, ctx.cands["valid"], use_soft, hint, slots, prior)
+    if prior is not None:  # the curve's reference: the validation metric of the teacher's prior alone
+        from delrec.evaluate import ndcg5
+
+        shown = valid[:cfg.stage2.max_eval_examples]
+        ctx.log.write(stage=f"stage2/{method}", event="prior_valid", metric="ndcg@5",
+                      valid=float(ndcg5(np.array([e.prior for e in shown]), [e.label for e in shown])))
     scorer = new_lm(cfg)
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if use_soft else None
     users_from, projected = projector_teacher(ctx, teachers, method), None
