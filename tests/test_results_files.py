@@ -43,7 +43,7 @@ def entries():
 
 
 def test_past_teacher_has_its_summaries():
-    assert {"summary", "user-upper"} <= {name for name, _ in past_teacher_docs()}
+    assert {"summary", "user-upper", "residual-upper"} <= {name for name, _ in past_teacher_docs()}
 
 
 @pytest.mark.parametrize(("summary", "seed", "entry"), entries(), ids=lambda x: x if isinstance(x, str) else "")
