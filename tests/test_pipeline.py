@@ -257,6 +257,7 @@ def test_teacher_hint_ranks_the_examples_own_candidates():
 
 def test_the_residual_prior_is_the_teachers_log_probability_among_the_examples_own_candidates():
     import math
+    import random
 
     import torch
 
@@ -276,7 +277,7 @@ def test_the_residual_prior_is_the_teachers_log_probability_among_the_examples_o
         for j, item in enumerate(c.candidates):  # log-softmax of the logits over this example's candidates
             assert p[j] - p[0] == pytest.approx(item - c.candidates[0], abs=1e-5)
     e = PromptExample("lsr", "p", ("a", "b", "c", "d"), (7, 30, 3, 12), 2, prior=priors[0])
-    kept = with_sampled_negatives(e, 2, __import__("random").Random(0))
+    kept = with_sampled_negatives(e, 2, random.Random(0))
     assert len(kept.prior) == 3 and kept.candidates[kept.label] == "c"
     assert [kept.prior[i] for i in range(3)] == [priors[0]["abcd".index(t)] for t in kept.candidates]
 

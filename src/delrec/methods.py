@@ -34,6 +34,10 @@ class Method:
         teacher trained before the training targets (eval.hint_train_teacher)."""
         return self.hint or self.residual
 
+    def teacher_roles(self, teacher):
+        """(hint teacher, prior teacher) for lsr_examples: `teacher` in the role this row reads it in."""
+        return (teacher if self.hint else None), (teacher if self.residual else None)
+
 
 def _lm(name: str, switch: str = "eval.methods", tasks: tuple[str, ...] = (), **kw) -> Method:
     soft_prompt = kw.pop("soft_prompt", name if tasks else None)

@@ -153,8 +153,9 @@ class Recommender:
                 user_teacher = run_user_teacher(run_dir, cfg, teachers)
             soft = load_projector(folder, m.hybrid, scorer.backbone.device)
             scorer = projector_scorer(scorer, soft, cfg.stage2.train_layers)
-        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, teacher if m.hint else None,
-                   fusion, user_teacher, m.hybrid, teacher if m.residual else None)
+        hint, prior = m.teacher_roles(teacher)
+        return cls(cfg, dataset, scorer, soft, prompt_builder(cfg, dataset), method, hint, fusion, user_teacher,
+                   m.hybrid, prior)
 
     def _fused(self, sets: list[CandidateSet], lm_scores):
         """The LM's [N, C] scores, or for a fusion row the fused teacher + w * LM scores."""

@@ -234,9 +234,9 @@ def stage2(ctx: Context, method: str, soft_path: Path | None, stage1_key: str | 
     use_soft = soft_path is not None
     m = METHODS[method]
     teacher = teachers[cfg.teacher.models[0]] if m.reads_teacher else None
-    hint, prior = (teacher, None) if m.hint else (None, teacher)
-    train_teacher = teacher_before_targets(ctx, teacher, cfg.eval.hint_train_teacher) if teacher else None
-    train_hint, train_prior = (train_teacher, None) if m.hint else (None, train_teacher)
+    hint, prior = m.teacher_roles(teacher)
+    train_hint, train_prior = m.teacher_roles(
+        teacher_before_targets(ctx, teacher, cfg.eval.hint_train_teacher) if teacher else None)
     builder = prompt_builder(cfg, ctx.dataset)
     slots = m.hybrid
     train = lsr_examples(cfg, builder, ctx.cands["train"], use_soft, train_hint, slots, train_prior)
@@ -296,8 +296,9 @@ def score_validation(ctx: Context, method: str, folder: Path, soft_path: Path | 
     cfg = ctx.cfg
     m = METHODS[method]
     teacher = teachers[cfg.teacher.models[0]] if m.reads_teacher else None
-    valid = lsr_examples(cfg, prompt_builder(cfg, ctx.dataset), ctx.cands["valid"], soft_path is not None,
-                         teacher if m.hint else None, m.hybrid, teacher if m.residual else None)
+    hint, prior = m.teacher_roles(teacher)
+    valid = lsr_examples(cfg, prompt_builder(cfg, ctx.dataset), ctx.cands["valid"], soft_path is not None, hint,
+                         m.hybrid, prior)
     scorer = new_lm(cfg)
     load_adapter(scorer.backbone, cfg.stage2, folder / "adapter")
     soft = SoftPrompt.load(soft_path).to(scorer.backbone.device) if soft_path else None
