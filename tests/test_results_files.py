@@ -120,3 +120,25 @@ def test_paired_diff_files_come_from_the_stored_ranks(path):
         got = doc["metrics"][metric]
         assert [got["b_minus_a"], *got["ci95"]] == pytest.approx([d[metric]["b_minus_a"], *d[metric]["ci95"]],
                                                                 abs=6e-5), metric
+
+
+def test_past_teacher_json_is_the_summaries_per_dataset_and_seed():
+    """benchmarks/results/past_teacher.json (past_teacher_index.py) holds what the summaries hold, for every
+    dataset the issue names, and each seed's `best` is its runs' best validation choice."""
+    index = json.loads((PAST.parent / "past_teacher.json").read_text())["datasets"]
+    assert {"ml-100k", "beauty"} <= set(index)
+    for name, doc in past_teacher_docs():
+        for dataset, v in doc["datasets"].items():
+            assert index[dataset]["measured"]
+            for seed, entry in v["seeds"].items():
+                run = index[dataset]["seeds"][seed]["runs"][name]
+                assert run["best_lm"] == entry["best_lm"] and run["best_teacher"] == entry["best_teacher"]
+                assert run["best_lm_minus_best_teacher_hr@1"] == entry["best_lm_minus_best_teacher_hr@1"]
+                assert {r: run["rows"][r]["hr@1"] for r in run["rows"]} == {
+                    r: row["hr@1"] for r, row in entry["rows"].items()}
+    for dataset in index.values():
+        for seed in dataset["seeds"].values():
+            valid = {r: run["best_lm_valid_ndcg@5"] for r, run in seed["runs"].items()}
+            assert seed["best"]["run"] == max(valid, key=valid.get)
+            best = seed["runs"][seed["best"]["run"]]
+            assert seed["best"]["best_lm_minus_best_teacher_ndcg@5"] == best["best_lm_minus_best_teacher_ndcg@5"]
