@@ -142,3 +142,35 @@ def test_past_teacher_json_is_the_summaries_per_dataset_and_seed():
             assert seed["best"]["run"] == max(valid, key=valid.get)
             best = seed["runs"][seed["best"]["run"]]
             assert seed["best"]["best_lm_minus_best_teacher_ndcg@5"] == best["best_lm_minus_best_teacher_ndcg@5"]
+
+
+def pooled_files():
+    return sorted(f for f in PAST.glob("*pooled*.json"))
+
+
+@pytest.mark.parametrize("path", pooled_files(), ids=lambda p: p.name)
+def test_pooled_seed_differences_come_from_the_stored_ranks(path):
+    """seeds_pooled.py: each pair's mean is the per-user difference averaged over the seeds, from the ranks of
+    the rows each seed's summary names; its interval is a user-resampling bootstrap of it (redrawn here)."""
+    import numpy as np
+
+    from delrec.metrics import per_example
+
+    doc = json.loads(path.read_text())
+    words = doc["provenance"]["command"].split()
+    summary = ROOT / words[words.index("--summary") + 1] if "--summary" in words else PAST / "summary.json"
+    seeds = json.loads(summary.read_text())["datasets"][doc["dataset"]]["seeds"]
+    assert sorted(seeds) == doc["seeds"] and len(seeds) >= 2
+    for pair in doc["pairs"].values():
+        for metric in ("hr@1", "ndcg@5"):
+            per_seed = []
+            for s, (a, b) in pair["rows_per_seed"].items():
+                rows = {}
+                for source in seeds[s]["sources"]:
+                    rows |= {k: v for k, v in json.loads((ROOT / source).read_text())["rows"].items() if k not in rows}
+                per_seed.append(per_example(np.asarray(rows[b]["ranks"]))[metric]
+                                - per_example(np.asarray(rows[a]["ranks"]))[metric])
+            d = np.mean(per_seed, axis=0)
+            boots = d[np.random.default_rng(1).integers(0, len(d), size=(4000, len(d)))].mean(1)
+            assert pair[metric][0] == pytest.approx(d.mean(), abs=6e-5)
+            assert pair[metric][1:] == pytest.approx(np.percentile(boots, [2.5, 97.5]), abs=0.006)
